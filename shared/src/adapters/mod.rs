@@ -1,0 +1,6 @@
+//! Implementations of the ports: DynamoDB and SQS for deployments and the engine-backed tests,
+//! memory for the local run and fast tests. Only this module imports AWS SDK crates.
+
+pub mod dynamodb;
+pub mod memory;
+pub mod sqs;

@@ -1,0 +1,12 @@
+//! The reliability domain: pure types and decisions. Nothing here reads a clock, sleeps or does
+//! I/O; the current time is always an argument.
+
+pub mod connector;
+pub mod delivery;
+pub mod execution;
+pub mod ids;
+pub mod ledger;
+pub mod rate;
+pub mod retry;
+pub mod semaphore;
+pub mod time;

@@ -1,0 +1,243 @@
+//! Ports: the narrow capabilities the use cases need from the outside world. Each has a
+//! DynamoDB (or SQS) adapter and a memory adapter, and one contract suite (in `tests/`) that
+//! both must pass.
+//!
+//! Outcomes the domain cares about (a duplicate, a conflict, a full semaphore, a deferral) are
+//! values; `Err(StoreError)` means the backend failed.
+
+use std::future::Future;
+
+use serde::{Deserialize, Serialize};
+
+use crate::domain::connector::{
+    Admission, AdmissionRequest, AdmissionTicket, BreakerSettings, BreakerSignal, ConnectorState,
+    KillSwitch, SettleReport, SwitchTarget,
+};
+use crate::domain::delivery::{ClaimOutcome, DeliveryClaim, DeliveryRecord};
+use crate::domain::execution::{
+    CreateOutcome, ExecutionChange, ExecutionRecord, LeaseOutcome, NewExecution, UpdateOutcome,
+};
+use crate::domain::ids::{ConnectorId, DeliveryId, ExecutionId, HolderId, SourceId};
+use crate::domain::ledger::{AppendOutcome, LedgerEvent};
+use crate::domain::rate::RateDecision;
+use crate::domain::semaphore::{AcquireOutcome, SemaphoreKey};
+use crate::domain::time::Timestamp;
+use crate::error::StoreError;
+
+/// Result of a port call.
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Delivery dedupe records.
+pub trait DeliveryStore: Send + Sync {
+    /// Records `claim` unless (source, delivery id) is already recorded; either way in one
+    /// request. The record is kept for `ttl_secs`.
+    fn claim(
+        &self,
+        claim: DeliveryClaim,
+        now: Timestamp,
+        ttl_secs: i64,
+    ) -> impl Future<Output = StoreResult<ClaimOutcome>> + Send;
+
+    /// Marks a delivery's work as queued; false if there is no such record.
+    fn mark_queued(
+        &self,
+        source: &SourceId,
+        delivery_id: &DeliveryId,
+    ) -> impl Future<Output = StoreResult<bool>> + Send;
+
+    /// Reads one record.
+    fn get(
+        &self,
+        source: &SourceId,
+        delivery_id: &DeliveryId,
+    ) -> impl Future<Output = StoreResult<Option<DeliveryRecord>>> + Send;
+}
+
+/// Execution records.
+pub trait ExecutionStore: Send + Sync {
+    /// Creates the execution unless its id exists; in one request either way.
+    fn create(
+        &self,
+        new: NewExecution,
+        now: Timestamp,
+    ) -> impl Future<Output = StoreResult<CreateOutcome>> + Send;
+
+    /// Reads one record (strongly consistent).
+    fn get(
+        &self,
+        id: &ExecutionId,
+    ) -> impl Future<Output = StoreResult<Option<ExecutionRecord>>> + Send;
+
+    /// Takes (or renews) the lease for `owner` until `now + ttl_secs`, if no other owner holds
+    /// an unexpired one and the execution is not finished. Bumps the version.
+    fn acquire_lease(
+        &self,
+        id: &ExecutionId,
+        owner: &HolderId,
+        now: Timestamp,
+        ttl_secs: i64,
+    ) -> impl Future<Output = StoreResult<LeaseOutcome>> + Send;
+
+    /// Applies `change` if the stored version is `expected_version` and the status change (if
+    /// any) moves forward.
+    fn update(
+        &self,
+        id: &ExecutionId,
+        expected_version: u64,
+        change: ExecutionChange,
+        now: Timestamp,
+    ) -> impl Future<Output = StoreResult<UpdateOutcome>> + Send;
+}
+
+/// The append-only ledger.
+pub trait Ledger: Send + Sync {
+    /// Writes `event` at its sequence number unless that number is taken.
+    fn append(&self, event: LedgerEvent)
+        -> impl Future<Output = StoreResult<AppendOutcome>> + Send;
+
+    /// Every event of an execution, by sequence number.
+    fn events(
+        &self,
+        id: &ExecutionId,
+    ) -> impl Future<Output = StoreResult<Vec<LedgerEvent>>> + Send;
+}
+
+/// Leased semaphores.
+pub trait SemaphoreStore: Send + Sync {
+    /// Takes a slot for `holder` until `now + ttl_secs` if fewer than `limit` are held;
+    /// reclaims expired leases on the way.
+    fn acquire(
+        &self,
+        key: &SemaphoreKey,
+        holder: &HolderId,
+        limit: u32,
+        ttl_secs: i64,
+        now: Timestamp,
+    ) -> impl Future<Output = StoreResult<AcquireOutcome>> + Send;
+
+    /// Gives a slot back; false if `holder` held none (already released, or reclaimed).
+    fn release(
+        &self,
+        key: &SemaphoreKey,
+        holder: &HolderId,
+    ) -> impl Future<Output = StoreResult<bool>> + Send;
+
+    /// How many slots are counted as held.
+    fn in_flight(&self, key: &SemaphoreKey) -> impl Future<Output = StoreResult<u32>> + Send;
+}
+
+/// Per-connector admission state: kill switches, breaker, in-flight slots.
+pub trait ConnectorStore: Send + Sync {
+    /// Admits a tool call, defers it, or says which kill switch refuses it.
+    fn admit(&self, req: &AdmissionRequest) -> impl Future<Output = StoreResult<Admission>> + Send;
+
+    /// Releases the ticket's slot and moves the breaker on `signal`.
+    fn settle(
+        &self,
+        ticket: &AdmissionTicket,
+        signal: BreakerSignal,
+        settings: &BreakerSettings,
+        now: Timestamp,
+    ) -> impl Future<Output = StoreResult<SettleReport>> + Send;
+
+    /// A consistent snapshot of one connector.
+    fn state(
+        &self,
+        connector: &ConnectorId,
+    ) -> impl Future<Output = StoreResult<ConnectorState>> + Send;
+
+    /// Sets (or replaces) a kill switch: its durable record, and its copy on the state item of
+    /// each of `connectors` it applies to.
+    fn set_switch(
+        &self,
+        switch: KillSwitch,
+        connectors: &[ConnectorId],
+    ) -> impl Future<Output = StoreResult<()>> + Send;
+
+    /// Clears a kill switch; false if it was not set.
+    fn clear_switch(
+        &self,
+        target: &SwitchTarget,
+        connectors: &[ConnectorId],
+    ) -> impl Future<Output = StoreResult<bool>> + Send;
+
+    /// Every active kill switch, by target key.
+    fn switches(&self) -> impl Future<Output = StoreResult<Vec<KillSwitch>>> + Send;
+}
+
+/// The per-source intake rate window.
+pub trait RateLimiter: Send + Sync {
+    /// Counts one delivery of `source` and says whether it runs now or how long it waits.
+    fn register(
+        &self,
+        source: &SourceId,
+        limit_per_minute: u32,
+        now: Timestamp,
+    ) -> impl Future<Output = StoreResult<RateDecision>> + Send;
+}
+
+/// SQS's own cap on a message delay.
+pub const MAX_QUEUE_DELAY_SECS: u64 = 900;
+
+/// A unit of work on the stage queue.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StageMessage {
+    pub execution_id: ExecutionId,
+    pub stage: u32,
+    /// Earliest time the stage may run; delays beyond SQS's 900 s are chained through it.
+    pub not_before: Option<Timestamp>,
+}
+
+/// A message as received, with what is needed to acknowledge it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReceivedMessage {
+    pub message: StageMessage,
+    pub receipt: String,
+    /// How many times this message (this send) has been received.
+    pub receive_count: u32,
+}
+
+/// The stage queue.
+pub trait StageQueue: Send + Sync {
+    /// Sends `message`, delayed until its `not_before` (at most 900 s at once; the rest is
+    /// chained by [`StageQueue::defer`] on receipt).
+    fn send(
+        &self,
+        message: &StageMessage,
+        now: Timestamp,
+    ) -> impl Future<Output = StoreResult<()>> + Send;
+
+    /// Receives up to `max` visible messages, hiding them for `visibility_secs`, waiting up to
+    /// `wait_secs` for one to arrive.
+    fn receive(
+        &self,
+        max: u32,
+        visibility_secs: u32,
+        wait_secs: u32,
+    ) -> impl Future<Output = StoreResult<Vec<ReceivedMessage>>> + Send;
+
+    /// Deletes a received message.
+    fn ack(&self, receipt: &str) -> impl Future<Output = StoreResult<()>> + Send;
+
+    /// Re-sends `received` to run at `until` and acknowledges the original, so a deferral
+    /// never counts toward the receive count (nor the DLQ's redrive).
+    fn defer(
+        &self,
+        received: &ReceivedMessage,
+        until: Timestamp,
+        now: Timestamp,
+    ) -> impl Future<Output = StoreResult<()>> + Send;
+
+    /// Makes a received message visible again after `delay_secs` (a failed attempt: this one
+    /// does count toward the receive count).
+    fn retry_later(
+        &self,
+        receipt: &str,
+        delay_secs: u32,
+    ) -> impl Future<Output = StoreResult<()>> + Send;
+}
+
+/// The queue delay (seconds) for a message that should run at `not_before`, capped at 900.
+pub fn queue_delay_secs(not_before: Option<Timestamp>, now: Timestamp) -> u32 {
+    not_before.map_or(0, |nb| now.secs_until(nb).min(MAX_QUEUE_DELAY_SECS) as u32)
+}
