@@ -1,1 +1,187 @@
-//! Configuration.
+//! Configuration read once at cold start from environment variables, with the seed's names and
+//! defaults, validated, failing fast with a message that names the variable. Every variable is
+//! listed in docs/configuration.md.
+
+use crate::domain::connector::BreakerSettings;
+use crate::domain::retry::RetryPolicy;
+
+/// A variable that is set but unusable.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{variable}={value:?}: {reason}")]
+pub struct ConfigError {
+    pub variable: &'static str,
+    pub value: String,
+    pub reason: String,
+}
+
+/// The reliability knobs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReliabilityConfig {
+    /// `SLUICE_TABLE_NAME`: the DynamoDB table.
+    pub table_name: String,
+    /// `REPO_WEBHOOK_RATE_LIMIT_PER_MINUTE`: per-source intake cap; over it work is delayed.
+    pub webhook_rate_limit_per_minute: u32,
+    /// `REPO_PIPELINE_CONCURRENCY_LIMIT`: concurrent pipeline runs per source.
+    pub pipeline_concurrency_limit: u32,
+    /// `REPO_PIPELINE_CONCURRENCY_TTL_SECONDS`: lease of a pipeline slot.
+    pub pipeline_concurrency_ttl_secs: i64,
+    /// `DELIVERY_DEDUPE_TTL_SECONDS`: how long a delivery id is remembered.
+    pub delivery_dedupe_ttl_secs: i64,
+    /// `EXECUTION_LEASE_SECONDS`: how long a worker's lease on an execution lasts.
+    pub execution_lease_secs: i64,
+    /// `MAX_PIPELINE_ATTEMPTS`, `BASE_BACKOFF_SECONDS`, `MAX_BACKOFF_SECONDS`, `COOLDOWN_SECONDS`.
+    pub retry: RetryPolicy,
+    /// `BREAKER_*`: default breaker settings for connectors that do not set their own.
+    pub breaker: BreakerSettings,
+}
+
+impl ReliabilityConfig {
+    /// Reads the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Reads variables through `lookup` (tests pass a map).
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let vars = Vars(&lookup);
+        let retry = RetryPolicy {
+            max_attempts: vars.number("MAX_PIPELINE_ATTEMPTS", 3, 1, 100)?,
+            base_backoff_secs: vars.number("BASE_BACKOFF_SECONDS", 30, 1, 86_400)?,
+            max_backoff_secs: vars.number("MAX_BACKOFF_SECONDS", 600, 1, 86_400)?,
+            cooldown_secs: vars.number("COOLDOWN_SECONDS", 900, 0, 7 * 86_400)?,
+        };
+        if retry.max_backoff_secs < retry.base_backoff_secs {
+            return Err(ConfigError {
+                variable: "MAX_BACKOFF_SECONDS",
+                value: retry.max_backoff_secs.to_string(),
+                reason: format!(
+                    "must be at least BASE_BACKOFF_SECONDS ({})",
+                    retry.base_backoff_secs
+                ),
+            });
+        }
+        let breaker = BreakerSettings {
+            failure_threshold: vars.number("BREAKER_FAILURE_THRESHOLD", 5, 1, 1000)?,
+            cooldown_secs: vars.number("BREAKER_COOLDOWN_SECONDS", 30, 1, 86_400)?,
+            probe_timeout_secs: vars.number("BREAKER_PROBE_TIMEOUT_SECONDS", 30, 1, 3600)?,
+            defer_secs: vars.number("BREAKER_DEFER_SECONDS", 5, 1, 900)?,
+            state_ttl_days: vars.number("BREAKER_STATE_TTL_DAYS", 14, 1, 365)?,
+        };
+        Ok(Self {
+            table_name: vars.text("SLUICE_TABLE_NAME", "sluice")?,
+            webhook_rate_limit_per_minute: vars.number(
+                "REPO_WEBHOOK_RATE_LIMIT_PER_MINUTE",
+                30,
+                1,
+                1_000_000,
+            )?,
+            pipeline_concurrency_limit: vars.number(
+                "REPO_PIPELINE_CONCURRENCY_LIMIT",
+                2,
+                1,
+                10_000,
+            )?,
+            pipeline_concurrency_ttl_secs: vars.number(
+                "REPO_PIPELINE_CONCURRENCY_TTL_SECONDS",
+                1200,
+                1,
+                86_400,
+            )?,
+            delivery_dedupe_ttl_secs: vars.number(
+                "DELIVERY_DEDUPE_TTL_SECONDS",
+                7 * 86_400,
+                60,
+                365 * 86_400,
+            )?,
+            execution_lease_secs: vars.number("EXECUTION_LEASE_SECONDS", 900, 1, 86_400)?,
+            retry,
+            breaker,
+        })
+    }
+}
+
+struct Vars<'a, F: Fn(&str) -> Option<String>>(&'a F);
+
+impl<F: Fn(&str) -> Option<String>> Vars<'_, F> {
+    fn number<T>(
+        &self,
+        variable: &'static str,
+        default: T,
+        min: T,
+        max: T,
+    ) -> Result<T, ConfigError>
+    where
+        T: std::str::FromStr + PartialOrd + std::fmt::Display + Copy,
+    {
+        let Some(raw) = (self.0)(variable) else {
+            return Ok(default);
+        };
+        let bad = |reason: String| ConfigError {
+            variable,
+            value: raw.clone(),
+            reason,
+        };
+        let value: T = raw
+            .trim()
+            .parse()
+            .map_err(|_| bad("not a whole number".into()))?;
+        if value < min || value > max {
+            return Err(bad(format!("must be between {min} and {max}")));
+        }
+        Ok(value)
+    }
+
+    fn text(&self, variable: &'static str, default: &str) -> Result<String, ConfigError> {
+        match (self.0)(variable) {
+            None => Ok(default.to_string()),
+            Some(v) if v.trim().is_empty() => Err(ConfigError {
+                variable,
+                value: v,
+                reason: "must not be empty".into(),
+            }),
+            Some(v) => Ok(v),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    fn with(pairs: &[(&str, &str)]) -> Result<ReliabilityConfig, ConfigError> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        ReliabilityConfig::from_lookup(|k| map.get(k).cloned())
+    }
+
+    #[test]
+    fn defaults_are_the_seeds() {
+        let c = with(&[]).expect("defaults");
+        assert_eq!(c.webhook_rate_limit_per_minute, 30);
+        assert_eq!(c.pipeline_concurrency_limit, 2);
+        assert_eq!(c.pipeline_concurrency_ttl_secs, 1200);
+        assert_eq!(c.retry, RetryPolicy::default());
+        assert_eq!(c.breaker.state_ttl_days, 14);
+    }
+
+    #[test]
+    fn errors_name_the_variable() {
+        let e = with(&[("MAX_PIPELINE_ATTEMPTS", "three")]).expect_err("bad");
+        assert_eq!(e.variable, "MAX_PIPELINE_ATTEMPTS");
+        assert!(e.to_string().contains("three"));
+        let e = with(&[("REPO_PIPELINE_CONCURRENCY_LIMIT", "0")]).expect_err("bad");
+        assert_eq!(e.variable, "REPO_PIPELINE_CONCURRENCY_LIMIT");
+        let e = with(&[
+            ("BASE_BACKOFF_SECONDS", "60"),
+            ("MAX_BACKOFF_SECONDS", "30"),
+        ])
+        .expect_err("bad");
+        assert_eq!(e.variable, "MAX_BACKOFF_SECONDS");
+        let e = with(&[("SLUICE_TABLE_NAME", " ")]).expect_err("bad");
+        assert_eq!(e.variable, "SLUICE_TABLE_NAME");
+    }
+}

@@ -10,6 +10,7 @@ pub mod clock;
 pub mod config;
 pub mod domain;
 pub mod error;
+pub mod manifest;
 pub mod ports;
 
 pub use clock::{Clock, FakeClock, SystemClock};

@@ -22,6 +22,7 @@ use crate::domain::ledger::{AppendOutcome, LedgerEvent};
 use crate::domain::rate::RateDecision;
 use crate::domain::semaphore::{AcquireOutcome, SemaphoreKey};
 use crate::domain::time::Timestamp;
+use crate::domain::tool::{ToolOutcome, ToolRequest};
 use crate::error::StoreError;
 
 /// Result of a port call.
@@ -241,3 +242,31 @@ pub trait StageQueue: Send + Sync {
 pub fn queue_delay_secs(not_before: Option<Timestamp>, now: Timestamp) -> u32 {
     not_before.map_or(0, |nb| now.secs_until(nb).min(MAX_QUEUE_DELAY_SECS) as u32)
 }
+
+/// Calls tools on connectors. Failures are outcomes, never errors: a timeout, a refused
+/// connection or a 5xx is a [`ToolOutcome::Failed`] the executor classifies.
+pub trait ToolClient: Send + Sync {
+    /// Sends `request` with its `Idempotency-Key` and waits at most its timeout.
+    fn call(&self, request: &ToolRequest) -> impl Future<Output = ToolOutcome> + Send;
+}
+
+/// One implementation of every storage port, so use cases take one generic parameter instead
+/// of seven.
+pub trait Backend: Clone + Send + Sync + 'static {
+    type Deliveries: DeliveryStore;
+    type Executions: ExecutionStore;
+    type Ledger: Ledger;
+    type Semaphores: SemaphoreStore;
+    type Connectors: ConnectorStore;
+    type Rate: RateLimiter;
+    type Queue: StageQueue;
+
+    fn deliveries(&self) -> &Self::Deliveries;
+    fn executions(&self) -> &Self::Executions;
+    fn ledger(&self) -> &Self::Ledger;
+    fn semaphores(&self) -> &Self::Semaphores;
+    fn connectors(&self) -> &Self::Connectors;
+    fn rate(&self) -> &Self::Rate;
+    fn queue(&self) -> &Self::Queue;
+}
+

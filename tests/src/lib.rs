@@ -1,1 +1,100 @@
+//! Cross-crate suites for Sluice: the engine harness, one contract suite per port (run on the
+//! memory adapters and on real engines), and the race suites.
 
+pub mod contract;
+pub mod engines;
+pub mod race;
+
+/// Declares the contract tests of the DynamoDB adapters on one engine: one test per port, each
+/// on a fresh table.
+#[macro_export]
+macro_rules! dynamodb_contract_tests {
+    ($engine:expr) => {
+        use sluice::adapters::dynamodb::{
+            DynamoConnectorStore, DynamoDeliveryStore, DynamoExecutionStore, DynamoLedger,
+            DynamoRateLimiter, DynamoSemaphoreStore,
+        };
+        use sluice_tests::{contract, engines};
+
+        #[tokio::test]
+        async fn delivery_store() {
+            let (client, table) = engines::fresh_table($engine).await;
+            contract::delivery::run(&DynamoDeliveryStore::new(client, table)).await;
+        }
+
+        #[tokio::test]
+        async fn execution_store() {
+            let (client, table) = engines::fresh_table($engine).await;
+            contract::execution::run(&DynamoExecutionStore::new(client, table)).await;
+        }
+
+        #[tokio::test]
+        async fn ledger() {
+            let (client, table) = engines::fresh_table($engine).await;
+            contract::ledger::run(&DynamoLedger::new(client, table)).await;
+        }
+
+        #[tokio::test]
+        async fn semaphore_store() {
+            let (client, table) = engines::fresh_table($engine).await;
+            contract::semaphore::run(&DynamoSemaphoreStore::new(client, table)).await;
+        }
+
+        #[tokio::test]
+        async fn connector_store() {
+            let (client, table) = engines::fresh_table($engine).await;
+            contract::connector::run(&DynamoConnectorStore::new(client, table)).await;
+        }
+
+        #[tokio::test]
+        async fn rate_limiter() {
+            let (client, table) = engines::fresh_table($engine).await;
+            contract::rate::run(&DynamoRateLimiter::new(client, table)).await;
+        }
+    };
+}
+
+/// Declares the race tests of the DynamoDB adapters on one engine.
+#[macro_export]
+macro_rules! dynamodb_race_tests {
+    ($engine:expr) => {
+        use sluice::adapters::dynamodb::{
+            DynamoConnectorStore, DynamoDeliveryStore, DynamoExecutionStore, DynamoSemaphoreStore,
+        };
+        use sluice_tests::{engines, race};
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+        async fn delivery_claims_200() {
+            let (client, table) = engines::fresh_table($engine).await;
+            let store = DynamoDeliveryStore::new(client, table);
+            race::delivery_claims(store, 200)
+                .await
+                .finish($engine.name());
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+        async fn breaker_probe_100() {
+            let (client, table) = engines::fresh_table($engine).await;
+            let store = DynamoConnectorStore::new(client, table);
+            race::breaker_probe(store, 100).await.finish($engine.name());
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+        async fn semaphore_limit_5_of_200() {
+            let (client, table) = engines::fresh_table($engine).await;
+            let store = DynamoSemaphoreStore::new(client, table);
+            race::semaphore_holders(store, 5, 200)
+                .await
+                .finish($engine.name());
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+        async fn execution_lease_50() {
+            let (client, table) = engines::fresh_table($engine).await;
+            let store = DynamoExecutionStore::new(client, table);
+            race::execution_leases(store, 50)
+                .await
+                .finish($engine.name());
+        }
+    };
+}

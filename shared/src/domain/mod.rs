@@ -9,4 +9,6 @@ pub mod ledger;
 pub mod rate;
 pub mod retry;
 pub mod semaphore;
+pub mod signature;
 pub mod time;
+pub mod tool;

@@ -1,0 +1,109 @@
+#!/usr/bin/env bash
+# The test command: `bash infra/test.sh` from a fresh clone does everything.
+#   1. installs the local engines into ${SLUICE_CACHE:-$HOME/.cache/sluice}/engines (once)
+#   2. starts ministack and DynamoDB Local on free 127.0.0.1 ports (stopped again on exit)
+#   3. cargo fmt --check, cargo clippy -D warnings, cfn-lint template.yaml
+#   4. cargo test --workspace against the engines
+# Builds go to ${CARGO_TARGET_DIR:-$SLUICE_CACHE/target} so repeated runs stay warm. Every check
+# runs even after an earlier one failed; the exit status is non-zero if any phase failed.
+set -euo pipefail
+exec </dev/null
+export LC_NUMERIC=C
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+export SLUICE_CACHE="${SLUICE_CACHE:-$HOME/.cache/sluice}"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$SLUICE_CACHE/target}"
+# A run dir of its own, so that parallel runs on one machine never stop each other's engines.
+export SLUICE_ENGINES_RUN_DIR="$SLUICE_CACHE/engines/run/test-$$"
+
+now() { printf '%s' "${EPOCHREALTIME:-$SECONDS}"; }
+phases=()
+failed=()
+engines_started=0
+
+finish() {
+  local status=$?
+  set +e
+  if [[ "$engines_started" -eq 1 ]]; then
+    bash "$ROOT/infra/engines/stop.sh" --quiet >/dev/null
+  fi
+  if [[ "${#failed[@]}" -eq 0 && "$status" -eq 0 ]]; then
+    rm -rf "$SLUICE_ENGINES_RUN_DIR"
+  elif [[ -d "$SLUICE_ENGINES_RUN_DIR" ]]; then
+    printf 'engine logs kept in %s\n' "$SLUICE_ENGINES_RUN_DIR"
+  fi
+  printf '\n==> summary\n'
+  local line
+  for line in "${phases[@]}"; do
+    printf '  %s\n' "$line"
+  done
+  if [[ "${#failed[@]}" -gt 0 || "$status" -ne 0 ]]; then
+    printf 'FAILED: %s\n' "${failed[*]:-interrupted}"
+    [[ "$status" -ne 0 ]] || status=1
+  else
+    printf 'all phases passed\n'
+  fi
+  exit "$status"
+}
+trap finish EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# run_phase NAME COMMAND...: runs COMMAND, records its time and result.
+run_phase() {
+  local name="$1" start end result=ok
+  shift
+  printf '\n==> %s: %s\n' "$name" "$*"
+  start="$(now)"
+  "$@" || result=FAILED
+  end="$(now)"
+  phases+=("$(printf '%-9s %7.1fs  %s' "$name" "$(echo "$end - $start" | awk '{print $1 - $3}')" "$result")")
+  if [[ "$result" != ok ]]; then
+    failed+=("$name")
+    return 1
+  fi
+}
+
+require_toolchain() {
+  command -v cargo >/dev/null 2>&1 || {
+    echo "cargo not found: install Rust with rustup (https://rustup.rs)" >&2
+    return 1
+  }
+  cargo fmt --version >/dev/null 2>&1 || {
+    echo "cargo fmt not found: rustup component add rustfmt" >&2
+    return 1
+  }
+  cargo clippy --version >/dev/null 2>&1 || {
+    echo "cargo clippy not found: rustup component add clippy" >&2
+    return 1
+  }
+}
+
+cfn_lint() {
+  [[ -f template.yaml ]] || {
+    echo "template.yaml not found at the repository root" >&2
+    return 1
+  }
+  "$SLUICE_CACHE/engines/venv/bin/cfn-lint" template.yaml
+}
+
+start_engines() {
+  engines_started=1
+  bash infra/engines/start.sh || return 1
+  # shellcheck source=/dev/null
+  source "$SLUICE_ENGINES_RUN_DIR/engines.env"
+}
+
+# Setup: nothing else can run without it.
+run_phase toolchain require_toolchain || exit 1
+run_phase install bash infra/engines/install.sh || exit 1
+run_phase engines start_engines || exit 1
+
+# Checks: all of them run, so one report shows every problem.
+run_phase fmt cargo fmt --all -- --check || true
+run_phase clippy cargo clippy --workspace --all-targets -- -D warnings || true
+run_phase cfn-lint cfn_lint || true
+run_phase test cargo test --workspace || true
+
+[[ "${#failed[@]}" -eq 0 ]]

@@ -1,0 +1,176 @@
+//! [`Ledger`] on DynamoDB: one item per event at `EXEC#{id}` / `EVENT#{seq:020}` (next to the
+//! execution record), written once and never overwritten; `detail` is stored as JSON text.
+
+use aws_sdk_dynamodb::types::ReturnValuesOnConditionCheckFailure;
+use aws_sdk_dynamodb::Client;
+use serde::{Deserialize, Serialize};
+
+use super::errors::{
+    conditional, corrupt, parse_item, store_error, to_item, AdapterError, Conditional,
+    MalformedItem,
+};
+use super::expr::Expr;
+use super::keys::{self, Item, EVENT_PREFIX, PK, SK};
+use crate::domain::ids::ExecutionId;
+use crate::domain::ledger::{AppendOutcome, EventKind, LedgerEvent};
+use crate::domain::time::Timestamp;
+use crate::error::StoreError;
+use crate::ports::{Ledger, StoreResult};
+
+/// The largest `detail` (serialized JSON) an event may carry, in both adapters.
+pub const MAX_DETAIL_BYTES: usize = 64 * 1024;
+
+/// The stored shape of an event; the execution id and sequence number live in the key.
+#[derive(Debug, Serialize, Deserialize)]
+struct EventItem {
+    pk: String,
+    sk: String,
+    at: Timestamp,
+    kind: EventKind,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    stage: Option<u32>,
+    /// `detail` as JSON text.
+    detail: String,
+}
+
+/// The ledger in the Sluice table.
+#[derive(Debug, Clone)]
+pub struct DynamoLedger {
+    client: Client,
+    table: String,
+}
+
+impl DynamoLedger {
+    /// A ledger on `table`.
+    pub fn new(client: Client, table: impl Into<String>) -> Self {
+        Self {
+            client,
+            table: table.into(),
+        }
+    }
+}
+
+/// The event in `item`, an event of execution `id`.
+fn parse_event(operation: &'static str, id: &ExecutionId, item: Item) -> StoreResult<LedgerEvent> {
+    let pk = keys::execution_pk(id);
+    let sk = match item.get(SK).and_then(|v| v.as_s().ok()) {
+        Some(sk) => sk.clone(),
+        None => {
+            return Err(corrupt(
+                operation,
+                &pk,
+                MalformedItem("event without a sort key"),
+            ))
+        }
+    };
+    let key = keys::describe(&pk, &sk);
+    let stored: EventItem = parse_item(operation, &key, item)?;
+    let seq = keys::event_seq(&stored.sk).ok_or_else(|| {
+        corrupt(
+            operation,
+            &key,
+            MalformedItem("sort key is not EVENT#{seq}"),
+        )
+    })?;
+    let detail = serde_json::from_str(&stored.detail).map_err(|e| corrupt(operation, &key, e))?;
+    Ok(LedgerEvent {
+        execution_id: id.clone(),
+        seq,
+        at: stored.at,
+        kind: stored.kind,
+        stage: stored.stage,
+        detail,
+    })
+}
+
+impl Ledger for DynamoLedger {
+    #[tracing::instrument(skip_all, fields(execution_id = %event.execution_id, seq = event.seq))]
+    async fn append(&self, event: LedgerEvent) -> StoreResult<AppendOutcome> {
+        const OP: &str = "ledger.append";
+        let detail =
+            serde_json::to_string(&event.detail).map_err(|e| StoreError::InvalidInput {
+                operation: OP,
+                detail: format!("detail does not serialize: {e}"),
+            })?;
+        if detail.len() > MAX_DETAIL_BYTES {
+            return Err(StoreError::InvalidInput {
+                operation: OP,
+                detail: format!(
+                    "detail is {} bytes, more than {MAX_DETAIL_BYTES}",
+                    detail.len()
+                ),
+            });
+        }
+        let item = EventItem {
+            pk: keys::execution_pk(&event.execution_id),
+            sk: keys::event_sk(event.seq),
+            at: event.at,
+            kind: event.kind,
+            stage: event.stage,
+            detail,
+        };
+        let mut x = Expr::default();
+        let sk = x.name(SK);
+        // An event is never overwritten: a taken sequence number returns the event there.
+        x.require(format!("attribute_not_exists({sk})"));
+        let r = x.render();
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(to_item(OP, &item)?))
+            .set_condition_expression(r.condition)
+            .set_expression_attribute_names(r.names)
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .send()
+            .await;
+        match conditional(OP, result)? {
+            Conditional::Written(_) => Ok(AppendOutcome::Appended),
+            Conditional::Failed(old) if old.is_empty() => {
+                Err(AdapterError::InconsistentCondition.transient(OP))
+            }
+            Conditional::Failed(old) => Ok(AppendOutcome::SeqTaken(parse_event(
+                OP,
+                &event.execution_id,
+                old,
+            )?)),
+        }
+    }
+
+    #[tracing::instrument(skip_all, fields(execution_id = %id))]
+    async fn events(&self, id: &ExecutionId) -> StoreResult<Vec<LedgerEvent>> {
+        const OP: &str = "ledger.events";
+        let mut events = Vec::new();
+        let mut start = None;
+        loop {
+            let mut x = Expr::default();
+            let (pk, sk) = (x.name(PK), x.name(SK));
+            let (exec, prefix) = (x.str(keys::execution_pk(id)), x.str(EVENT_PREFIX));
+            x.require(format!("{pk} = {exec} AND begins_with({sk}, {prefix})"));
+            let r = x.render();
+            let page = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .set_key_condition_expression(r.condition)
+                .set_expression_attribute_names(r.names)
+                .set_expression_attribute_values(r.values)
+                .consistent_read(true)
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(|e| store_error(OP, e))?;
+            for item in page.items.unwrap_or_default() {
+                events.push(parse_event(OP, id, item)?);
+            }
+            match page.last_evaluated_key {
+                Some(key) if !key.is_empty() => start = Some(key),
+                _ => break,
+            }
+        }
+        // Sort keys are zero-padded sequence numbers, so pages come in order; sorting again
+        // costs nothing and does not depend on it.
+        events.sort_by_key(|e| e.seq);
+        Ok(events)
+    }
+}

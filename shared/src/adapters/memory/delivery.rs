@@ -1,0 +1,120 @@
+//! [`MemoryDeliveryStore`]: delivery dedupe records in memory.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use super::lock;
+use crate::domain::delivery::{ClaimOutcome, DeliveryClaim, DeliveryRecord, DeliveryStatus};
+use crate::domain::ids::{DeliveryId, SourceId};
+use crate::domain::time::Timestamp;
+use crate::ports::{DeliveryStore, StoreResult};
+
+type Records = HashMap<(SourceId, DeliveryId), DeliveryRecord>;
+
+/// Delivery dedupe records keyed by (source, delivery id). Like DynamoDB before its TTL reaper
+/// runs, an expired record stays readable until a new claim replaces it.
+#[derive(Debug, Clone, Default)]
+pub struct MemoryDeliveryStore {
+    records: Arc<Mutex<Records>>,
+}
+
+impl MemoryDeliveryStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+impl DeliveryStore for MemoryDeliveryStore {
+    async fn claim(
+        &self,
+        claim: DeliveryClaim,
+        now: Timestamp,
+        ttl_secs: i64,
+    ) -> StoreResult<ClaimOutcome> {
+        let mut records = lock(&self.records);
+        let key = (claim.source.clone(), claim.delivery_id.clone());
+        match records.get(&key) {
+            Some(existing) if existing.expires_at >= now.epoch_secs() => {
+                Ok(ClaimOutcome::Duplicate(existing.clone()))
+            }
+            _ => {
+                let record = DeliveryRecord::new(claim, now, ttl_secs);
+                records.insert(key, record.clone());
+                Ok(ClaimOutcome::Claimed(record))
+            }
+        }
+    }
+
+    async fn mark_queued(&self, source: &SourceId, delivery_id: &DeliveryId) -> StoreResult<bool> {
+        let mut records = lock(&self.records);
+        let key = (source.clone(), delivery_id.clone());
+        Ok(match records.get_mut(&key) {
+            Some(record) => {
+                record.status = DeliveryStatus::Queued;
+                true
+            }
+            None => false,
+        })
+    }
+
+    async fn get(
+        &self,
+        source: &SourceId,
+        delivery_id: &DeliveryId,
+    ) -> StoreResult<Option<DeliveryRecord>> {
+        let key = (source.clone(), delivery_id.clone());
+        Ok(lock(&self.records).get(&key).cloned())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::ids::{ExecutionId, TenantId};
+
+    fn claim(delivery: &str) -> DeliveryClaim {
+        DeliveryClaim {
+            source: SourceId::parse("github").unwrap(),
+            delivery_id: DeliveryId::parse(delivery).unwrap(),
+            tenant: TenantId::parse("acme").unwrap(),
+            execution_id: ExecutionId::random(),
+            payload_hash: "h".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_record_blocks_until_its_expiry_second_has_passed() {
+        let store = MemoryDeliveryStore::new();
+        let now = Timestamp::from_secs(1_000);
+        let first = store.claim(claim("d"), now, 10).await.unwrap();
+        assert!(matches!(first, ClaimOutcome::Claimed(_)));
+        // expires_at = 1010: still blocking at 1010.999 (`expires_at < now` is strict).
+        let at_expiry = store
+            .claim(claim("d"), Timestamp::from_millis(1_010_999), 10)
+            .await
+            .unwrap();
+        assert_eq!(at_expiry.execution_id(), first.execution_id());
+        assert!(matches!(at_expiry, ClaimOutcome::Duplicate(_)));
+        let after = store
+            .claim(claim("d"), Timestamp::from_secs(1_011), 10)
+            .await
+            .unwrap();
+        assert!(matches!(after, ClaimOutcome::Claimed(_)));
+        assert_ne!(after.execution_id(), first.execution_id());
+    }
+
+    #[tokio::test]
+    async fn clones_share_records() {
+        let store = MemoryDeliveryStore::new();
+        let clone = store.clone();
+        let c = claim("d");
+        store
+            .claim(c.clone(), Timestamp::from_secs(1), 60)
+            .await
+            .unwrap();
+        assert!(clone.mark_queued(&c.source, &c.delivery_id).await.unwrap());
+        let got = store.get(&c.source, &c.delivery_id).await.unwrap();
+        assert_eq!(got.map(|r| r.status), Some(DeliveryStatus::Queued));
+    }
+}

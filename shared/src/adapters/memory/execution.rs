@@ -1,0 +1,187 @@
+//! [`MemoryExecutionStore`]: execution records in memory: create-once, leases, versioned
+//! forward-only updates.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use super::lock;
+use crate::domain::execution::{
+    CreateOutcome, ExecutionChange, ExecutionLease, ExecutionRecord, LeaseOutcome, NewExecution,
+    UpdateOutcome,
+};
+use crate::domain::ids::{ExecutionId, HolderId};
+use crate::domain::time::Timestamp;
+use crate::ports::{ExecutionStore, StoreResult};
+
+/// Execution records keyed by id.
+#[derive(Debug, Clone, Default)]
+pub struct MemoryExecutionStore {
+    records: Arc<Mutex<HashMap<ExecutionId, ExecutionRecord>>>,
+}
+
+impl MemoryExecutionStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+impl ExecutionStore for MemoryExecutionStore {
+    async fn create(&self, new: NewExecution, now: Timestamp) -> StoreResult<CreateOutcome> {
+        let mut records = lock(&self.records);
+        if let Some(existing) = records.get(&new.id) {
+            return Ok(CreateOutcome::Existing(existing.clone()));
+        }
+        let record = new.into_record(now);
+        records.insert(record.id.clone(), record.clone());
+        Ok(CreateOutcome::Created(record))
+    }
+
+    async fn get(&self, id: &ExecutionId) -> StoreResult<Option<ExecutionRecord>> {
+        Ok(lock(&self.records).get(id).cloned())
+    }
+
+    async fn acquire_lease(
+        &self,
+        id: &ExecutionId,
+        owner: &HolderId,
+        now: Timestamp,
+        ttl_secs: i64,
+    ) -> StoreResult<LeaseOutcome> {
+        let mut records = lock(&self.records);
+        let Some(record) = records.get_mut(id) else {
+            return Ok(LeaseOutcome::NotFound);
+        };
+        if record.status.is_terminal() {
+            return Ok(LeaseOutcome::Finished(record.clone()));
+        }
+        if !record.lease_available_to(owner, now) {
+            if let Some(lease) = &record.lease {
+                return Ok(LeaseOutcome::Held {
+                    owner: lease.owner.clone(),
+                    expires_at: lease.expires_at,
+                });
+            }
+        }
+        record.lease = Some(ExecutionLease {
+            owner: owner.clone(),
+            expires_at: now.plus_secs(ttl_secs),
+        });
+        record.version += 1;
+        record.updated_at = now;
+        Ok(LeaseOutcome::Acquired(record.clone()))
+    }
+
+    async fn update(
+        &self,
+        id: &ExecutionId,
+        expected_version: u64,
+        change: ExecutionChange,
+        now: Timestamp,
+    ) -> StoreResult<UpdateOutcome> {
+        let mut records = lock(&self.records);
+        let Some(record) = records.get_mut(id) else {
+            return Ok(UpdateOutcome::NotFound);
+        };
+        // The transition is judged before the version, as the DynamoDB adapter reads its
+        // ALL_OLD item.
+        if let Some(to) = change.status {
+            if !record.status.can_move_to(to) {
+                return Ok(UpdateOutcome::IllegalTransition {
+                    from: record.status,
+                    to,
+                });
+            }
+        }
+        if record.version != expected_version {
+            return Ok(UpdateOutcome::VersionConflict(record.clone()));
+        }
+        record.apply(&change, now);
+        Ok(UpdateOutcome::Updated(record.clone()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::execution::ExecutionStatus;
+    use crate::domain::ids::{PipelineName, RunKey, SourceId, TenantId};
+
+    fn new_exec() -> NewExecution {
+        NewExecution {
+            id: ExecutionId::random(),
+            tenant: TenantId::parse("acme").unwrap(),
+            source: SourceId::parse("github").unwrap(),
+            pipeline: PipelineName::parse("review").unwrap(),
+            run_key: RunKey::parse("a@1").unwrap(),
+            replay_of: None,
+            not_before: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn lease_expires_at_its_instant_and_finished_wins_over_held() {
+        let store = MemoryExecutionStore::new();
+        let new = new_exec();
+        let id = new.id.clone();
+        let t = Timestamp::from_secs(100);
+        store.create(new, t).await.unwrap();
+        let (a, b) = (HolderId::random(), HolderId::random());
+        assert!(matches!(
+            store.acquire_lease(&id, &a, t, 10).await.unwrap(),
+            LeaseOutcome::Acquired(_)
+        ));
+        assert!(matches!(
+            store
+                .acquire_lease(&id, &b, t.plus_millis(9_999), 10)
+                .await
+                .unwrap(),
+            LeaseOutcome::Held { .. }
+        ));
+        let LeaseOutcome::Acquired(rec) = store
+            .acquire_lease(&id, &b, t.plus_secs(10), 10)
+            .await
+            .unwrap()
+        else {
+            panic!("an expired lease is taken over");
+        };
+        let done = ExecutionChange {
+            status: Some(ExecutionStatus::Failed),
+            ..ExecutionChange::default()
+        };
+        store.update(&id, rec.version, done, t).await.unwrap();
+        // Lease still held by b, but the execution is finished.
+        assert!(matches!(
+            store
+                .acquire_lease(&id, &a, t.plus_secs(11), 10)
+                .await
+                .unwrap(),
+            LeaseOutcome::Finished(_)
+        ));
+    }
+
+    #[tokio::test]
+    async fn illegal_transition_is_reported_before_a_version_conflict() {
+        let store = MemoryExecutionStore::new();
+        let new = new_exec();
+        let id = new.id.clone();
+        let t = Timestamp::from_secs(100);
+        store.create(new, t).await.unwrap();
+        let to_running = ExecutionChange {
+            status: Some(ExecutionStatus::Running),
+            ..ExecutionChange::default()
+        };
+        store.update(&id, 1, to_running, t).await.unwrap();
+        let back = ExecutionChange {
+            status: Some(ExecutionStatus::Queued),
+            ..ExecutionChange::default()
+        };
+        assert_eq!(
+            store.update(&id, 99, back, t).await.unwrap(),
+            UpdateOutcome::IllegalTransition {
+                from: ExecutionStatus::Running,
+                to: ExecutionStatus::Queued
+            }
+        );
+    }
+}

@@ -1,0 +1,61 @@
+//! The port contracts and race suites on the memory adapters (the local run's backend).
+
+use std::sync::Arc;
+
+use sluice::adapters::memory::{
+    MemoryConnectorStore, MemoryDeliveryStore, MemoryExecutionStore, MemoryLedger,
+    MemoryRateLimiter, MemorySemaphoreStore, MemoryStageQueue,
+};
+use sluice::SystemClock;
+use sluice_tests::{contract, race};
+
+#[tokio::test]
+async fn delivery_store() {
+    contract::delivery::run(&MemoryDeliveryStore::new()).await;
+}
+
+#[tokio::test]
+async fn execution_store() {
+    contract::execution::run(&MemoryExecutionStore::new()).await;
+}
+
+#[tokio::test]
+async fn ledger() {
+    contract::ledger::run(&MemoryLedger::new()).await;
+}
+
+#[tokio::test]
+async fn semaphore_store() {
+    contract::semaphore::run(&MemorySemaphoreStore::new()).await;
+}
+
+#[tokio::test]
+async fn connector_store() {
+    contract::connector::run(&MemoryConnectorStore::new()).await;
+}
+
+#[tokio::test]
+async fn rate_limiter() {
+    contract::rate::run(&MemoryRateLimiter::new()).await;
+}
+
+#[tokio::test]
+async fn stage_queue() {
+    contract::queue::run(&MemoryStageQueue::new(Arc::new(SystemClock))).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn races_hold_in_memory() {
+    race::delivery_claims(MemoryDeliveryStore::new(), 200)
+        .await
+        .finish("memory");
+    race::breaker_probe(MemoryConnectorStore::new(), 100)
+        .await
+        .finish("memory");
+    race::semaphore_holders(MemorySemaphoreStore::new(), 5, 200)
+        .await
+        .finish("memory");
+    race::execution_leases(MemoryExecutionStore::new(), 50)
+        .await
+        .finish("memory");
+}
