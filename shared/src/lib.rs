@@ -6,12 +6,16 @@
 //! is the only place that imports AWS SDK crates.
 
 pub mod adapters;
+pub mod app;
 pub mod clock;
 pub mod config;
 pub mod domain;
+pub mod edge;
 pub mod error;
 pub mod manifest;
 pub mod ports;
+pub mod startup;
+pub mod usecases;
 
 pub use clock::{Clock, FakeClock, SystemClock};
 pub use error::StoreError;

@@ -14,10 +14,11 @@ use crate::domain::connector::{
     KillSwitch, SettleReport, SwitchTarget,
 };
 use crate::domain::delivery::{ClaimOutcome, DeliveryClaim, DeliveryRecord};
+use crate::domain::execution::ExecutionStatus;
 use crate::domain::execution::{
     CreateOutcome, ExecutionChange, ExecutionRecord, LeaseOutcome, NewExecution, UpdateOutcome,
 };
-use crate::domain::ids::{ConnectorId, DeliveryId, ExecutionId, HolderId, SourceId};
+use crate::domain::ids::{ConnectorId, DeliveryId, ExecutionId, HolderId, SourceId, TenantId};
 use crate::domain::ledger::{AppendOutcome, LedgerEvent};
 use crate::domain::rate::RateDecision;
 use crate::domain::semaphore::{AcquireOutcome, SemaphoreKey};
@@ -88,7 +89,39 @@ pub trait ExecutionStore: Send + Sync {
         change: ExecutionChange,
         now: Timestamp,
     ) -> impl Future<Output = StoreResult<UpdateOutcome>> + Send;
+
+    /// A tenant's executions, newest first (by `created_at`), optionally of one status, at most
+    /// `limit` (1..=[`MAX_PAGE`]) per page. A cursor that this store did not hand out is
+    /// `StoreError::InvalidInput`. (DynamoDB: a query of GSI `gsi1`.)
+    fn list(
+        &self,
+        tenant: &TenantId,
+        status: Option<ExecutionStatus>,
+        limit: u32,
+        cursor: Option<&str>,
+    ) -> impl Future<Output = StoreResult<ExecutionPage>> + Send;
+
+    /// Up to `limit` executions in the non-terminal `status` whose last write (`updated_at`) is
+    /// before `updated_before`, oldest first: what the sweeper inspects. A terminal `status` is
+    /// `StoreError::InvalidInput`. (DynamoDB: a query of the sparse GSI `gsi2`.)
+    fn stale(
+        &self,
+        status: ExecutionStatus,
+        updated_before: Timestamp,
+        limit: u32,
+    ) -> impl Future<Output = StoreResult<Vec<ExecutionRecord>>> + Send;
 }
+
+/// One page of a tenant's executions, newest first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecutionPage {
+    pub items: Vec<ExecutionRecord>,
+    /// Opaque; pass it back to get the next page. `None` on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// The longest page [`ExecutionStore::list`] returns.
+pub const MAX_PAGE: u32 = 100;
 
 /// The append-only ledger.
 pub trait Ledger: Send + Sync {
@@ -269,4 +302,3 @@ pub trait Backend: Clone + Send + Sync + 'static {
     fn rate(&self) -> &Self::Rate;
     fn queue(&self) -> &Self::Queue;
 }
-

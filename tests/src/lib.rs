@@ -29,6 +29,20 @@ macro_rules! dynamodb_contract_tests {
         }
 
         #[tokio::test]
+        async fn execution_listing() {
+            let (client, table) = engines::fresh_table($engine).await;
+            contract::execution::run_listing(&DynamoExecutionStore::new(client, table)).await;
+        }
+
+        #[tokio::test]
+        async fn execution_listing_one_item_per_request() {
+            // Every filtered page crosses Query requests, some of which match nothing.
+            let (client, table) = engines::fresh_table($engine).await;
+            let store = DynamoExecutionStore::new(client, table).with_filtered_batch(1);
+            contract::execution::run_listing(&store).await;
+        }
+
+        #[tokio::test]
         async fn ledger() {
             let (client, table) = engines::fresh_table($engine).await;
             contract::ledger::run(&DynamoLedger::new(client, table)).await;

@@ -20,6 +20,11 @@ async fn execution_store() {
 }
 
 #[tokio::test]
+async fn execution_listing() {
+    contract::execution::run_listing(&MemoryExecutionStore::new()).await;
+}
+
+#[tokio::test]
 async fn ledger() {
     contract::ledger::run(&MemoryLedger::new()).await;
 }

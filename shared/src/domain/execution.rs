@@ -235,6 +235,26 @@ impl ExecutionRecord {
         self.updated_at = now;
     }
 
+    /// Whether a versioned update naming `expected_version` may apply `change` to this record:
+    /// `None` if it may, otherwise what the store answers instead. An illegal status transition
+    /// is reported before a version conflict (a writer with an old version learns the status is
+    /// final rather than re-reading and trying again). Both adapters decide with this.
+    pub fn check_update(
+        &self,
+        expected_version: u64,
+        change: &ExecutionChange,
+    ) -> Option<UpdateOutcome> {
+        if let Some(to) = change.status {
+            if !self.status.can_move_to(to) {
+                return Some(UpdateOutcome::IllegalTransition {
+                    from: self.status,
+                    to,
+                });
+            }
+        }
+        (self.version != expected_version).then(|| UpdateOutcome::VersionConflict(self.clone()))
+    }
+
     /// Whether `owner` may take the lease at `now`: none held, expired, or already theirs.
     pub fn lease_available_to(&self, owner: &HolderId, now: Timestamp) -> bool {
         match &self.lease {
@@ -266,6 +286,62 @@ mod tests {
             ExecutionStatus::predecessors_of(Failed),
             vec![Received, Queued, Running]
         );
+    }
+
+    fn record(status: ExecutionStatus, version: u64) -> ExecutionRecord {
+        let new = NewExecution {
+            id: ExecutionId::parse("exe_1").unwrap(),
+            tenant: TenantId::parse("acme").unwrap(),
+            source: SourceId::parse("github").unwrap(),
+            pipeline: PipelineName::parse("review").unwrap(),
+            run_key: RunKey::parse("a@1").unwrap(),
+            replay_of: None,
+            not_before: None,
+        };
+        ExecutionRecord {
+            status,
+            version,
+            ..new.into_record(Timestamp::from_secs(100))
+        }
+    }
+
+    fn to(status: ExecutionStatus) -> ExecutionChange {
+        ExecutionChange {
+            status: Some(status),
+            ..ExecutionChange::default()
+        }
+    }
+
+    #[test]
+    fn check_update_reports_an_illegal_transition_before_a_version_conflict() {
+        let running = record(Running, 3);
+        assert_eq!(running.check_update(3, &to(Succeeded)), None);
+        assert_eq!(running.check_update(3, &to(Running)), None);
+        assert_eq!(running.check_update(3, &ExecutionChange::default()), None);
+        assert_eq!(
+            running.check_update(2, &to(Succeeded)),
+            Some(UpdateOutcome::VersionConflict(running.clone()))
+        );
+        assert_eq!(
+            running.check_update(2, &ExecutionChange::default()),
+            Some(UpdateOutcome::VersionConflict(running.clone()))
+        );
+        let illegal = Some(UpdateOutcome::IllegalTransition {
+            from: Running,
+            to: Queued,
+        });
+        assert_eq!(running.check_update(3, &to(Queued)), illegal);
+        assert_eq!(running.check_update(9, &to(Queued)), illegal);
+        let done = record(Succeeded, 5);
+        assert_eq!(
+            done.check_update(1, &to(Succeeded)),
+            Some(UpdateOutcome::IllegalTransition {
+                from: Succeeded,
+                to: Succeeded
+            })
+        );
+        // A change without a status is judged by the version alone, even when finished.
+        assert_eq!(done.check_update(5, &ExecutionChange::default()), None);
     }
 
     #[test]

@@ -1,13 +1,26 @@
-//! Contract of [`ExecutionStore`]: one record per id, forward-only versioned updates, leases.
+//! Contract of [`ExecutionStore`]: one record per id, forward-only versioned updates, leases
+//! ([`run`]); a tenant's executions page by page and the sweeper's stale view
+//! ([`run_listing`]).
+
+use std::fmt::Debug;
+use std::future::Future;
+use std::time::{Duration, Instant};
 
 use sluice::domain::execution::{
-    CreateOutcome, ExecutionChange, ExecutionStatus as S, LeaseOutcome, NewExecution, UpdateOutcome,
+    CreateOutcome, ExecutionChange, ExecutionRecord, ExecutionStatus as S, LeaseOutcome,
+    NewExecution, UpdateOutcome,
 };
-use sluice::domain::ids::{ExecutionId, HolderId};
-use sluice::ports::ExecutionStore;
+use sluice::domain::ids::{ExecutionId, HolderId, TenantId};
+use sluice::domain::time::Timestamp;
+use sluice::ports::{ExecutionPage, ExecutionStore, MAX_PAGE};
+use sluice::StoreError;
 
 use super::t0;
 use crate::id;
+
+/// How long a read of an index may take to show a write (DynamoDB's GSIs are eventually
+/// consistent; the local engines are immediate in practice).
+const INDEX_SETTLE: Duration = Duration::from_secs(2);
 
 fn new_exec(tenant: &str) -> NewExecution {
     let source = id!(SourceId, "github");
@@ -212,4 +225,321 @@ pub async fn run<St: ExecutionStore>(store: &St) {
     };
     assert_eq!(r.replay_of, Some(id));
     assert_eq!(r.not_before, Some(now.plus_secs(900)));
+}
+
+/// An execution of `tenant` with a fresh random id (so several share a table).
+fn new_random(tenant: &str, n: u32) -> NewExecution {
+    let mut new = new_exec(tenant);
+    new.id = ExecutionId::random();
+    new.run_key = id!(RunKey, &format!("acme/app@{n}"));
+    new
+}
+
+/// Reads with `read` until `done` holds for the answer or [`INDEX_SETTLE`] has passed;
+/// returns the last answer (the caller asserts on it).
+async fn settled<T, F, Fut>(mut read: F, done: impl Fn(&T) -> bool) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = T>,
+{
+    let deadline = Instant::now() + INDEX_SETTLE;
+    loop {
+        let got = read().await;
+        if done(&got) || Instant::now() >= deadline {
+            return got;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Asserts that one page of `tenant`'s executions holds exactly `expected` (ids, in order) and
+/// whether a next page is announced; returns its cursor.
+async fn expect_page<St: ExecutionStore>(
+    store: &St,
+    tenant: &TenantId,
+    status: Option<S>,
+    limit: u32,
+    cursor: Option<&str>,
+    expected: &[&ExecutionId],
+    more: bool,
+) -> Option<String> {
+    let want: (Vec<ExecutionId>, bool) = (expected.iter().map(|&i| i.clone()).collect(), more);
+    let ids_and_more = |page: &ExecutionPage| {
+        let ids = page.items.iter().map(|r| r.id.clone()).collect::<Vec<_>>();
+        (ids, page.next_cursor.is_some())
+    };
+    let page = settled(
+        || async {
+            store
+                .list(tenant, status, limit, cursor)
+                .await
+                .expect("list")
+        },
+        |page| ids_and_more(page) == want,
+    )
+    .await;
+    assert_eq!(
+        ids_and_more(&page),
+        want,
+        "list({tenant}, {status:?}, {limit}, {cursor:?}): (ids, more)"
+    );
+    page.next_cursor
+}
+
+/// Asserts that `stale(status, before, limit)` is exactly `expected` (ids, in order).
+async fn expect_stale<St: ExecutionStore>(
+    store: &St,
+    status: S,
+    before: Timestamp,
+    limit: u32,
+    expected: &[&ExecutionId],
+) {
+    let want: Vec<ExecutionId> = expected.iter().map(|&i| i.clone()).collect();
+    let got = settled(
+        || async {
+            let found = store.stale(status, before, limit).await.expect("stale");
+            found.into_iter().map(|r| r.id).collect::<Vec<_>>()
+        },
+        |got| *got == want,
+    )
+    .await;
+    assert_eq!(got, want, "stale({status:?}, {before:?}, {limit})");
+}
+
+fn invalid<T: Debug>(result: Result<T, StoreError>, what: &str) {
+    assert!(
+        matches!(result, Err(StoreError::InvalidInput { .. })),
+        "{what}: expected InvalidInput, got {result:?}"
+    );
+}
+
+/// Creates `new` at `at`; it must be new.
+async fn create_at<St: ExecutionStore>(
+    store: &St,
+    new: NewExecution,
+    at: Timestamp,
+) -> ExecutionId {
+    let out = store.create(new, at).await.expect("create");
+    let CreateOutcome::Created(rec) = out else {
+        panic!("create: {out:?}")
+    };
+    rec.id
+}
+
+/// Applies `change` at `at` on the current version.
+async fn change_at<St: ExecutionStore>(
+    store: &St,
+    id: &ExecutionId,
+    change: ExecutionChange,
+    at: Timestamp,
+) -> ExecutionRecord {
+    let current = store.get(id).await.expect("get").expect("exists");
+    updated(
+        store
+            .update(id, current.version, change, at)
+            .await
+            .expect("update"),
+    )
+}
+
+/// Runs the listing contract on an empty store: a tenant's executions newest first, by
+/// status, page by page; and the sweeper's `stale` view of unfinished executions.
+pub async fn run_listing<St: ExecutionStore>(store: &St) {
+    let t = t0();
+    let (acme, globex) = (id!(TenantId, "acme"), id!(TenantId, "globex"));
+
+    // acme: a[i] created at t+i s; globex interleaved.
+    let mut a = Vec::new();
+    for i in 0..5 {
+        a.push(create_at(store, new_random("acme", i), t.plus_secs(i64::from(i))).await);
+    }
+    let g0 = create_at(store, new_random("globex", 10), t.plus_millis(1_500)).await;
+    let g1 = create_at(store, new_random("globex", 11), t.plus_millis(5_500)).await;
+
+    // Status changes (each write moves updated_at).
+    change_at(store, &a[1], status(S::Running), t.plus_secs(20)).await;
+    change_at(store, &a[3], status(S::Running), t.plus_secs(21)).await;
+    change_at(store, &g0, status(S::Running), t.plus_secs(22)).await;
+    change_at(store, &a[2], status(S::Queued), t.plus_secs(23)).await;
+    // A lease is a write too: a[3] was last written at t+24.
+    let lease = store
+        .acquire_lease(&a[3], &HolderId::random(), t.plus_secs(24), 60)
+        .await
+        .expect("lease");
+    assert!(matches!(lease, LeaseOutcome::Acquired(_)), "{lease:?}");
+    change_at(store, &a[4], status(S::Running), t.plus_secs(30)).await;
+
+    // Newest first, whole records as `get` reads them.
+    let mut expected = Vec::new();
+    for id in a.iter().rev() {
+        expected.push(store.get(id).await.expect("get").expect("exists"));
+    }
+    let page = settled(
+        || async { store.list(&acme, None, MAX_PAGE, None).await.expect("list") },
+        |page| page.items == expected && page.next_cursor.is_none(),
+    )
+    .await;
+    assert_eq!(page.items, expected, "acme's executions, newest first");
+    assert_eq!(page.next_cursor, None, "everything fits one page");
+    expect_page(store, &globex, None, 10, None, &[&g1, &g0], false).await;
+    expect_page(store, &id!(TenantId, "nobody"), None, 10, None, &[], false).await;
+
+    // By status.
+    let running = [&a[4], &a[3], &a[1]];
+    expect_page(store, &acme, Some(S::Running), 10, None, &running, false).await;
+    expect_page(store, &acme, Some(S::Queued), 10, None, &[&a[2]], false).await;
+    expect_page(store, &acme, Some(S::Received), 10, None, &[&a[0]], false).await;
+    expect_page(store, &acme, Some(S::Succeeded), 10, None, &[], false).await;
+    expect_page(store, &globex, Some(S::Running), 10, None, &[&g0], false).await;
+
+    // Paging: 5 executions, 2 per page; the last page announces no next one.
+    let c1 = expect_page(store, &acme, None, 2, None, &[&a[4], &a[3]], true).await;
+    let c2 = expect_page(store, &acme, None, 2, c1.as_deref(), &[&a[2], &a[1]], true).await;
+    expect_page(store, &acme, None, 2, c2.as_deref(), &[&a[0]], false).await;
+    // Exactly a page's worth left: no empty extra page.
+    let c = expect_page(
+        store,
+        &acme,
+        None,
+        4,
+        None,
+        &[&a[4], &a[3], &a[2], &a[1]],
+        true,
+    )
+    .await;
+    expect_page(store, &acme, None, 4, c.as_deref(), &[&a[0]], false).await;
+    expect_page(
+        store,
+        &acme,
+        None,
+        5,
+        None,
+        &[&a[4], &a[3], &a[2], &a[1], &a[0]],
+        false,
+    )
+    .await;
+    // Paging through one status skips the others.
+    let c = expect_page(
+        store,
+        &acme,
+        Some(S::Running),
+        2,
+        None,
+        &[&a[4], &a[3]],
+        true,
+    )
+    .await;
+    expect_page(
+        store,
+        &acme,
+        Some(S::Running),
+        2,
+        c.as_deref(),
+        &[&a[1]],
+        false,
+    )
+    .await;
+    let c = expect_page(store, &acme, Some(S::Running), 1, None, &[&a[4]], true).await;
+    let c = expect_page(
+        store,
+        &acme,
+        Some(S::Running),
+        1,
+        c.as_deref(),
+        &[&a[3]],
+        true,
+    )
+    .await;
+    expect_page(
+        store,
+        &acme,
+        Some(S::Running),
+        1,
+        c.as_deref(),
+        &[&a[1]],
+        false,
+    )
+    .await;
+
+    // Cursors the store did not hand out, and limits outside 1..=100.
+    for garbage in ["garbage", "", "#", "x#exe_1", "not a cursor at all"] {
+        invalid(
+            store.list(&acme, None, 2, Some(garbage)).await,
+            &format!("cursor {garbage:?}"),
+        );
+    }
+    invalid(store.list(&acme, None, 0, None).await, "limit 0");
+    invalid(
+        store.list(&acme, None, MAX_PAGE + 1, None).await,
+        "limit 101",
+    );
+
+    // Stale: unfinished executions of one status last written before a time, oldest first.
+    let before = t.plus_secs(25);
+    expect_stale(store, S::Running, before, 10, &[&a[1], &g0, &a[3]]).await;
+    expect_stale(store, S::Running, before, 2, &[&a[1], &g0]).await;
+    expect_stale(store, S::Running, t.plus_secs(24), 10, &[&a[1], &g0]).await;
+    expect_stale(store, S::Running, t.plus_secs(20), 10, &[]).await;
+    expect_stale(
+        store,
+        S::Running,
+        t.plus_secs(100),
+        10,
+        &[&a[1], &g0, &a[3], &a[4]],
+    )
+    .await;
+    expect_stale(store, S::Received, before, 10, &[&a[0], &g1]).await;
+    expect_stale(store, S::Queued, before, 10, &[&a[2]]).await;
+    for terminal in [S::Succeeded, S::Failed, S::Blocked] {
+        invalid(
+            store.stale(terminal, before, 10).await,
+            &format!("stale({terminal:?})"),
+        );
+    }
+
+    // Finishing leaves the stale view (and moves the execution in the listing by status).
+    let done = ExecutionChange {
+        status: Some(S::Succeeded),
+        release_lease: true,
+        ..ExecutionChange::default()
+    };
+    change_at(store, &a[1], done, t.plus_secs(26)).await;
+    change_at(store, &a[0], status(S::Failed), t.plus_secs(27)).await;
+    let later = t.plus_secs(100);
+    expect_stale(store, S::Running, later, 10, &[&g0, &a[3], &a[4]]).await;
+    expect_stale(store, S::Received, later, 10, &[&g1]).await;
+    expect_page(
+        store,
+        &acme,
+        Some(S::Running),
+        10,
+        None,
+        &[&a[4], &a[3]],
+        false,
+    )
+    .await;
+    expect_page(store, &acme, Some(S::Succeeded), 10, None, &[&a[1]], false).await;
+    expect_page(store, &acme, Some(S::Failed), 10, None, &[&a[0]], false).await;
+
+    // A write without a status moves an unfinished execution to its new last-write time, and
+    // never brings a finished one back.
+    let attempt = ExecutionChange {
+        attempt_count: Some(1),
+        ..ExecutionChange::default()
+    };
+    change_at(store, &a[3], attempt.clone(), t.plus_secs(40)).await;
+    change_at(store, &a[1], attempt, t.plus_secs(41)).await;
+    expect_stale(store, S::Running, later, 10, &[&g0, &a[4], &a[3]]).await;
+    expect_stale(store, S::Running, t.plus_secs(35), 10, &[&g0, &a[4]]).await;
+    // Listing order is by creation and does not move.
+    expect_page(
+        store,
+        &acme,
+        None,
+        10,
+        None,
+        &[&a[4], &a[3], &a[2], &a[1], &a[0]],
+        false,
+    )
+    .await;
 }

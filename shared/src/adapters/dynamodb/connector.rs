@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use super::errors::{
     corrupt, parse_item, store_error, to_item, to_value, AdapterError, Conditional, MalformedItem,
 };
-use super::expr::{update_item, Expr};
+use super::expr::{query_all, update_item, Expr, QueryOptions};
 use super::keys::{
     self, Item, BREAKER_STATE, CONNECTOR_STATE_SK, CONSECUTIVE_FAILURES, EXPIRES_AT,
     INITIALIZED_AT, OPENED_AT, OPEN_UNTIL, PK, PROBE_EXPIRES_AT, PROBE_HOLDER, SWITCHES_PK,
@@ -601,44 +601,25 @@ impl ConnectorStore for DynamoConnectorStore {
     #[tracing::instrument(skip_all)]
     async fn switches(&self) -> StoreResult<Vec<KillSwitch>> {
         const OP: &str = "connector.switches";
-        let mut switches = Vec::new();
-        let mut start = None;
-        loop {
-            let mut x = Expr::default();
-            let (pk, switches_pk) = (x.name(PK), x.str(SWITCHES_PK));
-            x.require(format!("{pk} = {switches_pk}"));
-            let r = x.render();
-            let page = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .set_key_condition_expression(r.condition)
-                .set_expression_attribute_names(r.names)
-                .set_expression_attribute_values(r.values)
-                .consistent_read(true)
-                .set_exclusive_start_key(start.take())
-                .send()
-                .await
-                .map_err(|e| store_error(OP, e))?;
-            for item in page.items.unwrap_or_default() {
-                let key = keys::describe(
-                    SWITCHES_PK,
-                    item.get(keys::SK)
-                        .and_then(|v| v.as_s().ok())
-                        .map_or("?", String::as_str),
-                );
-                let stored: SwitchItem = parse_item(OP, &key, item)?;
-                switches.push(KillSwitch {
-                    target: stored.target,
-                    set_by: stored.set_by,
-                    set_at: stored.set_at,
-                    reason: stored.reason,
-                });
-            }
-            match page.last_evaluated_key {
-                Some(key) if !key.is_empty() => start = Some(key),
-                _ => break,
-            }
+        let mut x = Expr::default();
+        let (pk, switches_pk) = (x.name(PK), x.str(SWITCHES_PK));
+        x.require(format!("{pk} = {switches_pk}"));
+        let items = query_all(&self.client, &self.table, x, QueryOptions::CONSISTENT, OP).await?;
+        let mut switches = Vec::with_capacity(items.len());
+        for item in items {
+            let key = keys::describe(
+                SWITCHES_PK,
+                item.get(keys::SK)
+                    .and_then(|v| v.as_s().ok())
+                    .map_or("?", String::as_str),
+            );
+            let stored: SwitchItem = parse_item(OP, &key, item)?;
+            switches.push(KillSwitch {
+                target: stored.target,
+                set_by: stored.set_by,
+                set_at: stored.set_at,
+                reason: stored.reason,
+            });
         }
         switches.sort_by_key(|s| s.target.key());
         Ok(switches)

@@ -1,8 +1,14 @@
-//! [`ExecutionStore`] on DynamoDB: one item per execution at `EXEC#{id}` / `META`, indexed by
-//! tenant and status on `gsi1`. Every write is one conditional request; a failed condition is
-//! explained from the `ALL_OLD` item (not found, finished, held, conflict, illegal transition).
-
-use std::collections::BTreeMap;
+//! [`ExecutionStore`] on DynamoDB: one item per execution at `EXEC#{id}` / `META`. Every write
+//! is one conditional request; a failed condition is explained from the `ALL_OLD` item (not
+//! found, finished, held, conflict, illegal transition).
+//!
+//! Two global secondary indexes serve the reads that are not by id:
+//! - `gsi1` (`TENANT#{tenant}` / `{created_at:013}#{id}`, written once at create): a tenant's
+//!   executions, newest first ([`ExecutionStore::list`]; a status is a filter).
+//! - `gsi2`, sparse (`STATUS#{status}` / `{updated_at:013}#{id}`): unfinished executions by
+//!   status and last write ([`ExecutionStore::stale`]). Every write keeps it in step in the
+//!   same request: create and lease set the sort key, an update sets both keys, or removes
+//!   both when the status becomes terminal, so finished executions leave the index.
 
 use aws_sdk_dynamodb::types::{ReturnValue, ReturnValuesOnConditionCheckFailure};
 use aws_sdk_dynamodb::Client;
@@ -12,10 +18,10 @@ use super::errors::{
     conditional, corrupt, parse_item, store_error, to_item, AdapterError, Conditional,
     MalformedItem,
 };
-use super::expr::{update_item, Expr};
+use super::expr::{query_all, update_item, Expr, QueryOptions};
 use super::keys::{
-    self, Item, ATTEMPT_COUNT, BLOCKED_REASON, EXECUTION_SK, GSI1PK, LEASE_EXPIRES_AT, LEASE_OWNER,
-    NOT_BEFORE, PK, STAGE, STATUS, UPDATED_AT, VERSION,
+    self, Item, ATTEMPT_COUNT, BLOCKED_REASON, EXECUTION_SK, GSI1, GSI1PK, GSI1SK, GSI2, GSI2PK,
+    GSI2SK, LEASE_EXPIRES_AT, LEASE_OWNER, NOT_BEFORE, PK, STAGE, STATUS, UPDATED_AT, VERSION,
 };
 use crate::domain::execution::{
     CreateOutcome, ExecutionChange, ExecutionLease, ExecutionRecord, ExecutionStatus, LeaseOutcome,
@@ -23,12 +29,13 @@ use crate::domain::execution::{
 };
 use crate::domain::ids::{ExecutionId, HolderId, PipelineName, RunKey, SourceId, TenantId};
 use crate::domain::time::Timestamp;
-use crate::ports::{ExecutionStore, StoreResult};
+use crate::error::StoreError;
+use crate::ports::{ExecutionPage, ExecutionStore, StoreResult, MAX_PAGE};
 
-/// The attribute holding the `gsi1pk` of every status, written at create: an update that
-/// changes the status copies the new one (`SET gsi1pk = gsi1pk_by_status.RUNNING`), so the
-/// index stays in step in the same request without reading the tenant first.
-const GSI1PK_BY_STATUS: &str = "gsi1pk_by_status";
+/// Items a filtered [`ExecutionStore::list`] evaluates per `Query` request by default
+/// (DynamoDB's `Limit` counts items before the filter, so a page of one status may take
+/// several requests).
+const FILTERED_LIST_BATCH: u32 = 200;
 
 /// The stored shape of an execution; the id lives in the key.
 #[derive(Debug, Serialize, Deserialize)]
@@ -57,8 +64,11 @@ struct ExecutionItem {
     updated_at: Timestamp,
     gsi1pk: String,
     gsi1sk: String,
-    #[serde(default, skip_deserializing)]
-    gsi1pk_by_status: BTreeMap<String, String>,
+    /// Present while the status is not terminal (the sparse index `gsi2`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    gsi2pk: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    gsi2sk: Option<String>,
 }
 
 impl ExecutionItem {
@@ -81,12 +91,11 @@ impl ExecutionItem {
             version: record.version,
             created_at: record.created_at,
             updated_at: record.updated_at,
-            gsi1pk: keys::gsi1_pk(&record.tenant, record.status),
+            gsi1pk: keys::gsi1_pk(&record.tenant),
             gsi1sk: keys::gsi1_sk(record.created_at, &record.id),
-            gsi1pk_by_status: ExecutionStatus::ALL
-                .into_iter()
-                .map(|s| (s.as_str().to_owned(), keys::gsi1_pk(&record.tenant, s)))
-                .collect(),
+            gsi2pk: (!record.status.is_terminal()).then(|| keys::gsi2_pk(record.status)),
+            gsi2sk: (!record.status.is_terminal())
+                .then(|| keys::gsi2_sk(record.updated_at, &record.id)),
         }
     }
 
@@ -125,6 +134,7 @@ impl ExecutionItem {
 pub struct DynamoExecutionStore {
     client: Client,
     table: String,
+    filtered_batch: u32,
 }
 
 impl DynamoExecutionStore {
@@ -133,7 +143,15 @@ impl DynamoExecutionStore {
         Self {
             client,
             table: table.into(),
+            filtered_batch: FILTERED_LIST_BATCH,
         }
+    }
+
+    /// Sets how many items a `list` of one status evaluates per `Query` request (default 200).
+    /// Small values make tests cross request boundaries with a handful of items.
+    pub fn with_filtered_batch(mut self, items: u32) -> Self {
+        self.filtered_batch = items.max(1);
+        self
     }
 
     fn key(id: &ExecutionId) -> Item {
@@ -155,6 +173,24 @@ impl DynamoExecutionStore {
             .into_record(id)
             .map(Some)
             .map_err(|e| corrupt(operation, &key, e))
+    }
+
+    /// The record in an item read from an index (the id comes from its partition key).
+    fn parse_indexed(operation: &'static str, item: Item) -> StoreResult<ExecutionRecord> {
+        let pk = item
+            .get(PK)
+            .and_then(|v| v.as_s().ok())
+            .cloned()
+            .unwrap_or_default();
+        let id = keys::execution_id_of(&pk).ok_or_else(|| {
+            corrupt(
+                operation,
+                &pk,
+                MalformedItem("indexed item whose pk is not EXEC#{id}"),
+            )
+        })?;
+        Self::parse(operation, &id, item)?
+            .ok_or_else(|| corrupt(operation, &pk, MalformedItem("empty indexed item")))
     }
 
     /// The record written by a request that asked for `ALL_NEW`.
@@ -238,6 +274,10 @@ impl ExecutionStore for DynamoExecutionStore {
         x.set(LEASE_OWNER, me.clone());
         x.set(LEASE_EXPIRES_AT, until);
         x.set(UPDATED_AT, at.clone());
+        // The status is not terminal (see the condition), so the item is in gsi2 under its
+        // status; only its last-write position moves.
+        let position = x.str(keys::gsi2_sk(now, id));
+        x.set(GSI2SK, position);
         x.add(VERSION, 1);
         let (pk, status, lease_owner, lease_expires_at) = (
             x.name(PK),
@@ -309,10 +349,26 @@ impl ExecutionStore for DynamoExecutionStore {
             x.require(format!("{status} IN ({allowed})"));
             let value = x.str(to.as_str());
             x.set(STATUS, value);
-            // Moves the item in gsi1 in the same write (see GSI1PK_BY_STATUS).
-            let by_status = x.name(GSI1PK_BY_STATUS);
-            let entry = x.name(to.as_str());
-            x.set(GSI1PK, format!("{by_status}.{entry}"));
+        }
+        // Keeps gsi2 in step in the same write: a terminal status leaves the index; otherwise
+        // the item sits under its (new) status at its new last-write position. A change
+        // without a status only moves the position: on a finished execution (no gsi2pk) that
+        // sort key is inert, the item stays out of the sparse index.
+        match change.status {
+            Some(to) if to.is_terminal() => {
+                x.remove(GSI2PK);
+                x.remove(GSI2SK);
+            }
+            Some(to) => {
+                let (by_status, position) =
+                    (x.str(keys::gsi2_pk(to)), x.str(keys::gsi2_sk(now, id)));
+                x.set(GSI2PK, by_status);
+                x.set(GSI2SK, position);
+            }
+            None => {
+                let position = x.str(keys::gsi2_sk(now, id));
+                x.set(GSI2SK, position);
+            }
         }
         if let Some(stage) = change.stage {
             let v = x.num(stage);
@@ -356,21 +412,128 @@ impl ExecutionStore for DynamoExecutionStore {
             }
             Conditional::Failed(old) => old,
         };
-        // Same precedence as the memory adapter: an illegal transition first, then the version.
+        // The same decision the memory adapter makes (an illegal transition first, then the
+        // version); a stored item that passes it contradicts the failed condition.
         let Some(stored) = Self::parse(OP, id, old)? else {
             return Ok(UpdateOutcome::NotFound);
         };
-        if let Some(to) = change.status {
-            if !stored.status.can_move_to(to) {
-                return Ok(UpdateOutcome::IllegalTransition {
-                    from: stored.status,
-                    to,
-                });
+        stored
+            .check_update(expected_version, &change)
+            .ok_or_else(|| AdapterError::InconsistentCondition.transient(OP))
+    }
+
+    /// One `Query` of `gsi1` (`gsi1pk = TENANT#{tenant}`, descending, and `gsi1sk <` the
+    /// cursor), continued until `limit + 1` matching items are read (the extra one only tells
+    /// whether another page exists) or the tenant's executions are exhausted. A status is a
+    /// filter. The cursor is the last returned item's `gsi1sk`, `{created_at:013}#{id}`.
+    ///
+    /// `gsi1` is eventually consistent: an execution created or changed a moment ago may be
+    /// missing or show its previous status. Read one with [`ExecutionStore::get`] to act on it.
+    #[tracing::instrument(skip_all, fields(tenant = %tenant, limit = limit))]
+    async fn list(
+        &self,
+        tenant: &TenantId,
+        status: Option<ExecutionStatus>,
+        limit: u32,
+        cursor: Option<&str>,
+    ) -> StoreResult<ExecutionPage> {
+        const OP: &str = "execution.list";
+        if limit == 0 || limit > MAX_PAGE {
+            return Err(StoreError::InvalidInput {
+                operation: OP,
+                detail: format!("limit {limit} outside 1..={MAX_PAGE}"),
+            });
+        }
+        if cursor.is_some_and(|c| keys::parse_time_id(c).is_none()) {
+            return Err(StoreError::InvalidInput {
+                operation: OP,
+                detail: "unknown cursor".into(),
+            });
+        }
+        let want = limit + 1;
+        let mut x = Expr::default();
+        let (pk, of_tenant) = (x.name(GSI1PK), x.str(keys::gsi1_pk(tenant)));
+        let key_condition = match cursor {
+            // Sort keys are unique (they end with the id): `<` resumes right after the cursor.
+            Some(c) => {
+                let (sk, after) = (x.name(GSI1SK), x.str(c));
+                format!("{pk} = {of_tenant} AND {sk} < {after}")
             }
+            None => format!("{pk} = {of_tenant}"),
+        };
+        x.require(key_condition);
+        if let Some(s) = status {
+            let (name, value) = (x.name(STATUS), x.str(s.as_str()));
+            x.filter(format!("{name} = {value}"));
         }
-        if stored.version != expected_version {
-            return Ok(UpdateOutcome::VersionConflict(stored));
+        let options = QueryOptions {
+            descending: true,
+            page_size: Some(if status.is_some() {
+                self.filtered_batch
+            } else {
+                want
+            }),
+            max_items: Some(want as usize),
+            ..QueryOptions::index(GSI1)
+        };
+        let items = query_all(&self.client, &self.table, x, options, OP).await?;
+        let mut records = items
+            .into_iter()
+            .map(|item| Self::parse_indexed(OP, item))
+            .collect::<StoreResult<Vec<_>>>()?;
+        let more = records.len() > limit as usize;
+        records.truncate(limit as usize);
+        let next_cursor = records
+            .last()
+            .filter(|_| more)
+            .map(|r| keys::gsi1_sk(r.created_at, &r.id));
+        Ok(ExecutionPage {
+            items: records,
+            next_cursor,
+        })
+    }
+
+    /// One `Query` of the sparse `gsi2` (`gsi2pk = STATUS#{status} AND gsi2sk <
+    /// {updated_before:013}`, ascending), at most `limit` items: no filter, so no item is read
+    /// and dropped.
+    ///
+    /// `gsi2` is eventually consistent: a record may show a write older than the latest (or
+    /// still be listed just after it finished). The sweeper re-reads each one with a consistent
+    /// [`ExecutionStore::get`] and acts through versioned writes, so a stale entry costs a read,
+    /// never a wrong action.
+    #[tracing::instrument(skip_all, fields(status = status.as_str(), limit = limit))]
+    async fn stale(
+        &self,
+        status: ExecutionStatus,
+        updated_before: Timestamp,
+        limit: u32,
+    ) -> StoreResult<Vec<ExecutionRecord>> {
+        const OP: &str = "execution.stale";
+        if status.is_terminal() {
+            return Err(StoreError::InvalidInput {
+                operation: OP,
+                detail: format!("{} is terminal: never stale", status.as_str()),
+            });
         }
-        Err(AdapterError::InconsistentCondition.transient(OP))
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let mut x = Expr::default();
+        let (pk, sk) = (x.name(GSI2PK), x.name(GSI2SK));
+        let (of_status, before) = (
+            x.str(keys::gsi2_pk(status)),
+            x.str(keys::time_bound(updated_before)),
+        );
+        x.require(format!("{pk} = {of_status} AND {sk} < {before}"));
+        let options = QueryOptions {
+            page_size: Some(limit),
+            max_items: Some(limit as usize),
+            ..QueryOptions::index(GSI2)
+        };
+        let items = query_all(&self.client, &self.table, x, options, OP).await?;
+        items
+            .into_iter()
+            .map(|item| Self::parse_indexed(OP, item))
+            .collect()
     }
 }

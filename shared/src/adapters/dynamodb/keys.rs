@@ -21,12 +21,21 @@ pub type Item = HashMap<String, AttributeValue>;
 pub const PK: &str = "pk";
 /// Sort key attribute.
 pub const SK: &str = "sk";
-/// The executions-by-tenant-and-status index.
+/// The executions-by-tenant index: `gsi1pk` = [`gsi1_pk`], `gsi1sk` = [`gsi1_sk`], both
+/// written once at create.
 pub const GSI1: &str = "gsi1";
 /// Partition key of [`GSI1`].
 pub const GSI1PK: &str = "gsi1pk";
 /// Sort key of [`GSI1`].
 pub const GSI1SK: &str = "gsi1sk";
+/// The sparse index of unfinished executions by status and last write: `gsi2pk` =
+/// [`gsi2_pk`] while the status is not terminal (removed when it becomes terminal), `gsi2sk` =
+/// [`gsi2_sk`], rewritten by every write.
+pub const GSI2: &str = "gsi2";
+/// Partition key of [`GSI2`].
+pub const GSI2PK: &str = "gsi2pk";
+/// Sort key of [`GSI2`].
+pub const GSI2SK: &str = "gsi2sk";
 /// The TTL attribute (epoch seconds).
 pub const EXPIRES_AT: &str = "expires_at";
 
@@ -110,14 +119,51 @@ pub fn event_seq(sk: &str) -> Option<u64> {
     sk.strip_prefix(EVENT_PREFIX)?.parse().ok()
 }
 
-/// `TENANT#{tenant}#STATUS#{status}`.
-pub fn gsi1_pk(tenant: &TenantId, status: ExecutionStatus) -> String {
-    format!("TENANT#{tenant}#STATUS#{}", status.as_str())
+/// The id of an execution item's partition key `EXEC#{execution_id}`.
+pub fn execution_id_of(pk: &str) -> Option<ExecutionId> {
+    ExecutionId::parse(pk.strip_prefix("EXEC#")?).ok()
 }
 
-/// `{created_at:013}#{id}`.
+/// `TENANT#{tenant}`: every execution of a tenant.
+pub fn gsi1_pk(tenant: &TenantId) -> String {
+    format!("TENANT#{tenant}")
+}
+
+/// `{created_at:013}#{id}`: creation order, then id (unique, so `<` a key is exact).
 pub fn gsi1_sk(created_at: Timestamp, id: &ExecutionId) -> String {
-    format!("{:013}#{id}", created_at.as_millis())
+    time_id(created_at, id)
+}
+
+/// `STATUS#{status}`, for a status that is not terminal.
+pub fn gsi2_pk(status: ExecutionStatus) -> String {
+    format!("STATUS#{}", status.as_str())
+}
+
+/// `{updated_at:013}#{id}`: last-write order, then id.
+pub fn gsi2_sk(updated_at: Timestamp, id: &ExecutionId) -> String {
+    time_id(updated_at, id)
+}
+
+/// `{at:013}`: sorts after every [`gsi2_sk`] of an earlier instant and before every one of
+/// `at` or later, so `gsi2sk < time_bound(at)` means "written before `at`".
+pub fn time_bound(at: Timestamp) -> String {
+    format!("{:013}", at.as_millis())
+}
+
+/// The instant and id of a [`gsi1_sk`] / [`gsi2_sk`]; `None` if `sk` is not one.
+pub fn parse_time_id(sk: &str) -> Option<(Timestamp, ExecutionId)> {
+    let (millis, id) = sk.split_once('#')?;
+    if millis.len() != 13 || !millis.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some((
+        Timestamp::from_millis(millis.parse().ok()?),
+        ExecutionId::parse(id).ok()?,
+    ))
+}
+
+fn time_id(at: Timestamp, id: &ExecutionId) -> String {
+    format!("{}#{id}", time_bound(at))
 }
 
 /// The (pk, sk) of a semaphore's slot table.
@@ -187,11 +233,38 @@ mod tests {
     }
 
     #[test]
-    fn gsi_sort_key_is_zero_padded() {
+    fn gsi_sort_keys_are_zero_padded_and_parse_back() {
         let id = ExecutionId::parse("exe_1").unwrap();
-        assert_eq!(
-            gsi1_sk(Timestamp::from_millis(42), &id),
-            "0000000000042#exe_1"
-        );
+        let at = Timestamp::from_millis(42);
+        assert_eq!(gsi1_sk(at, &id), "0000000000042#exe_1");
+        assert_eq!(gsi2_sk(at, &id), "0000000000042#exe_1");
+        assert_eq!(parse_time_id(&gsi1_sk(at, &id)), Some((at, id.clone())));
+        let now = Timestamp::from_millis(1_767_225_600_000);
+        assert_eq!(parse_time_id(&gsi1_sk(now, &id)), Some((now, id.clone())));
+        for garbage in [
+            "",
+            "#",
+            "42#exe_1",
+            "000000000004x#exe_1",
+            "0000000000042#",
+            "exe_1",
+        ] {
+            assert_eq!(parse_time_id(garbage), None, "{garbage:?}");
+        }
+    }
+
+    #[test]
+    fn time_bound_splits_before_and_at() {
+        let id = ExecutionId::parse("exe_zzz").unwrap();
+        let at = Timestamp::from_millis(1_000);
+        assert!(gsi2_sk(Timestamp::from_millis(999), &id) < time_bound(at));
+        assert!(gsi2_sk(at, &ExecutionId::parse("exe_0").unwrap()) > time_bound(at));
+    }
+
+    #[test]
+    fn execution_pk_gives_its_id_back() {
+        let id = ExecutionId::parse("exe_1").unwrap();
+        assert_eq!(execution_id_of(&execution_pk(&id)), Some(id));
+        assert_eq!(execution_id_of("DELIVERY#x"), None);
     }
 }

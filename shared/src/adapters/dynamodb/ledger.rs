@@ -6,10 +6,9 @@ use aws_sdk_dynamodb::Client;
 use serde::{Deserialize, Serialize};
 
 use super::errors::{
-    conditional, corrupt, parse_item, store_error, to_item, AdapterError, Conditional,
-    MalformedItem,
+    conditional, corrupt, parse_item, to_item, AdapterError, Conditional, MalformedItem,
 };
-use super::expr::Expr;
+use super::expr::{query_all, Expr, QueryOptions};
 use super::keys::{self, Item, EVENT_PREFIX, PK, SK};
 use crate::domain::ids::ExecutionId;
 use crate::domain::ledger::{AppendOutcome, EventKind, LedgerEvent};
@@ -140,34 +139,15 @@ impl Ledger for DynamoLedger {
     #[tracing::instrument(skip_all, fields(execution_id = %id))]
     async fn events(&self, id: &ExecutionId) -> StoreResult<Vec<LedgerEvent>> {
         const OP: &str = "ledger.events";
-        let mut events = Vec::new();
-        let mut start = None;
-        loop {
-            let mut x = Expr::default();
-            let (pk, sk) = (x.name(PK), x.name(SK));
-            let (exec, prefix) = (x.str(keys::execution_pk(id)), x.str(EVENT_PREFIX));
-            x.require(format!("{pk} = {exec} AND begins_with({sk}, {prefix})"));
-            let r = x.render();
-            let page = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .set_key_condition_expression(r.condition)
-                .set_expression_attribute_names(r.names)
-                .set_expression_attribute_values(r.values)
-                .consistent_read(true)
-                .set_exclusive_start_key(start.take())
-                .send()
-                .await
-                .map_err(|e| store_error(OP, e))?;
-            for item in page.items.unwrap_or_default() {
-                events.push(parse_event(OP, id, item)?);
-            }
-            match page.last_evaluated_key {
-                Some(key) if !key.is_empty() => start = Some(key),
-                _ => break,
-            }
-        }
+        let mut x = Expr::default();
+        let (pk, sk) = (x.name(PK), x.name(SK));
+        let (exec, prefix) = (x.str(keys::execution_pk(id)), x.str(EVENT_PREFIX));
+        x.require(format!("{pk} = {exec} AND begins_with({sk}, {prefix})"));
+        let items = query_all(&self.client, &self.table, x, QueryOptions::CONSISTENT, OP).await?;
+        let mut events = items
+            .into_iter()
+            .map(|item| parse_event(OP, id, item))
+            .collect::<StoreResult<Vec<_>>>()?;
         // Sort keys are zero-padded sequence numbers, so pages come in order; sorting again
         // costs nothing and does not depend on it.
         events.sort_by_key(|e| e.seq);

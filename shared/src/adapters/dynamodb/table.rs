@@ -295,7 +295,7 @@ pub async fn create_table(client: &Client, table_name: &str) -> Result<(), Store
 
 #[cfg(test)]
 mod tests {
-    use super::super::keys::{EXPIRES_AT, GSI1, GSI1PK, GSI1SK, PK, SK};
+    use super::super::keys::{EXPIRES_AT, GSI1, GSI1PK, GSI1SK, GSI2, GSI2PK, GSI2SK, PK, SK};
     use super::*;
 
     fn key(name: &str, key_type: &str) -> KeySpec {
@@ -309,15 +309,22 @@ mod tests {
     fn template_declares_the_layout_the_adapters_use() {
         let spec = TableSpec::from_template().expect("template parses");
         assert_eq!(spec.key_schema, vec![key(PK, "HASH"), key(SK, "RANGE")]);
-        assert_eq!(spec.global_secondary_indexes.len(), 1);
-        let gsi = &spec.global_secondary_indexes[0];
-        assert_eq!(gsi.index_name, GSI1);
+        let indexes: Vec<_> = spec
+            .global_secondary_indexes
+            .iter()
+            .map(|i| (i.index_name.as_str(), i.key_schema.clone()))
+            .collect();
         assert_eq!(
-            gsi.key_schema,
-            vec![key(GSI1PK, "HASH"), key(GSI1SK, "RANGE")]
+            indexes,
+            vec![
+                (GSI1, vec![key(GSI1PK, "HASH"), key(GSI1SK, "RANGE")]),
+                (GSI2, vec![key(GSI2PK, "HASH"), key(GSI2SK, "RANGE")]),
+            ]
         );
-        assert_eq!(gsi.projection.projection_type, "ALL");
-        for attr in [PK, SK, GSI1PK, GSI1SK] {
+        for gsi in &spec.global_secondary_indexes {
+            assert_eq!(gsi.projection.projection_type, "ALL", "{}", gsi.index_name);
+        }
+        for attr in [PK, SK, GSI1PK, GSI1SK, GSI2PK, GSI2SK] {
             assert!(spec
                 .attribute_definitions
                 .iter()

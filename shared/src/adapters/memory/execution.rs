@@ -6,12 +6,13 @@ use std::sync::{Arc, Mutex};
 
 use super::lock;
 use crate::domain::execution::{
-    CreateOutcome, ExecutionChange, ExecutionLease, ExecutionRecord, LeaseOutcome, NewExecution,
-    UpdateOutcome,
+    CreateOutcome, ExecutionChange, ExecutionLease, ExecutionRecord, ExecutionStatus, LeaseOutcome,
+    NewExecution, UpdateOutcome,
 };
-use crate::domain::ids::{ExecutionId, HolderId};
+use crate::domain::ids::{ExecutionId, HolderId, TenantId};
 use crate::domain::time::Timestamp;
-use crate::ports::{ExecutionStore, StoreResult};
+use crate::error::StoreError;
+use crate::ports::{ExecutionPage, ExecutionStore, StoreResult, MAX_PAGE};
 
 /// Execution records keyed by id.
 #[derive(Debug, Clone, Default)]
@@ -83,22 +84,92 @@ impl ExecutionStore for MemoryExecutionStore {
         let Some(record) = records.get_mut(id) else {
             return Ok(UpdateOutcome::NotFound);
         };
-        // The transition is judged before the version, as the DynamoDB adapter reads its
-        // ALL_OLD item.
-        if let Some(to) = change.status {
-            if !record.status.can_move_to(to) {
-                return Ok(UpdateOutcome::IllegalTransition {
-                    from: record.status,
-                    to,
-                });
-            }
-        }
-        if record.version != expected_version {
-            return Ok(UpdateOutcome::VersionConflict(record.clone()));
+        // The same decision the DynamoDB adapter makes from its ALL_OLD item.
+        if let Some(refused) = record.check_update(expected_version, &change) {
+            return Ok(refused);
         }
         record.apply(&change, now);
         Ok(UpdateOutcome::Updated(record.clone()))
     }
+
+    async fn list(
+        &self,
+        tenant: &TenantId,
+        status: Option<ExecutionStatus>,
+        limit: u32,
+        cursor: Option<&str>,
+    ) -> StoreResult<ExecutionPage> {
+        const OP: &str = "execution.list";
+        if limit == 0 || limit > MAX_PAGE {
+            let detail = format!("limit {limit} outside 1..={MAX_PAGE}");
+            return Err(StoreError::InvalidInput {
+                operation: OP,
+                detail,
+            });
+        }
+        // The cursor is the sort key of the last item handed out: `{created_at}#{id}`.
+        let after = match cursor {
+            None => None,
+            Some(c) => Some(parse_cursor(c).ok_or_else(|| StoreError::InvalidInput {
+                operation: OP,
+                detail: "unknown cursor".into(),
+            })?),
+        };
+        let records = lock(&self.records);
+        let mut mine: Vec<&ExecutionRecord> = records
+            .values()
+            .filter(|r| r.tenant == *tenant && status.is_none_or(|s| r.status == s))
+            .filter(|r| after.as_ref().is_none_or(|a| sort_key(r) < *a))
+            .collect();
+        mine.sort_by_key(|r| std::cmp::Reverse(sort_key(r)));
+        let more = mine.len() > limit as usize;
+        mine.truncate(limit as usize);
+        let next_cursor = more.then(|| mine.last().map(|r| cursor_of(r))).flatten();
+        Ok(ExecutionPage {
+            items: mine.into_iter().cloned().collect(),
+            next_cursor,
+        })
+    }
+
+    async fn stale(
+        &self,
+        status: ExecutionStatus,
+        updated_before: Timestamp,
+        limit: u32,
+    ) -> StoreResult<Vec<ExecutionRecord>> {
+        if status.is_terminal() {
+            let detail = format!("{} is terminal: never stale", status.as_str());
+            return Err(StoreError::InvalidInput {
+                operation: "execution.stale",
+                detail,
+            });
+        }
+        let records = lock(&self.records);
+        let mut found: Vec<ExecutionRecord> = records
+            .values()
+            .filter(|r| r.status == status && r.updated_at < updated_before)
+            .cloned()
+            .collect();
+        found.sort_by_key(|r| (r.updated_at, r.id.clone()));
+        found.truncate(limit as usize);
+        Ok(found)
+    }
+}
+
+fn sort_key(r: &ExecutionRecord) -> (Timestamp, ExecutionId) {
+    (r.created_at, r.id.clone())
+}
+
+fn cursor_of(r: &ExecutionRecord) -> String {
+    format!("{}#{}", r.created_at.as_millis(), r.id)
+}
+
+fn parse_cursor(c: &str) -> Option<(Timestamp, ExecutionId)> {
+    let (ms, id) = c.split_once('#')?;
+    Some((
+        Timestamp::from_millis(ms.parse().ok()?),
+        ExecutionId::parse(id).ok()?,
+    ))
 }
 
 #[cfg(test)]

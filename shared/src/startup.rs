@@ -1,0 +1,433 @@
+//! Start-up: what every function (and the local run) does once before serving: logging, the
+//! reliability config, the manifest and its secrets, and the backend.
+//!
+//! Environment variables read here (besides [`ReliabilityConfig`]'s and the AWS SDK's own):
+//!
+//! | variable | meaning |
+//! |---|---|
+//! | `SLUICE_MANIFEST_INLINE` | the manifest's YAML text; wins over `SLUICE_MANIFEST` |
+//! | `SLUICE_MANIFEST` | path of the manifest file; default `sluice.yaml` in the working directory, then beside the executable |
+//! | `SLUICE_STAGE_QUEUE_URL` | URL of the SQS stage queue (required by the AWS backend) |
+//! | `SLUICE_AWS_ENDPOINT` | endpoint override for DynamoDB and SQS (local engines); region defaults to `us-east-1` with it |
+//! | `RUST_LOG` | log filter, default `info` |
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::adapters::backend::{AwsBackend, MemoryBackend};
+use crate::adapters::http_tool::HttpToolClient;
+use crate::app::App;
+use crate::clock::{Clock, SystemClock};
+use crate::config::{ConfigError, ReliabilityConfig};
+use crate::manifest::{Manifest, ManifestError, Secrets};
+use crate::ports::ToolClient;
+
+/// The manifest's YAML text.
+pub const MANIFEST_INLINE_VAR: &str = "SLUICE_MANIFEST_INLINE";
+/// The manifest file's path.
+pub const MANIFEST_VAR: &str = "SLUICE_MANIFEST";
+/// The stage queue's URL.
+pub const STAGE_QUEUE_URL_VAR: &str = "SLUICE_STAGE_QUEUE_URL";
+/// An endpoint override for DynamoDB and SQS.
+pub const AWS_ENDPOINT_VAR: &str = "SLUICE_AWS_ENDPOINT";
+/// The manifest file looked for when `SLUICE_MANIFEST` is unset.
+pub const DEFAULT_MANIFEST_FILE: &str = "sluice.yaml";
+/// The region used with `SLUICE_AWS_ENDPOINT` when none is configured.
+pub const LOCAL_REGION: &str = "us-east-1";
+
+/// Why start-up failed; every variant names the variable or file at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    /// A reliability variable is unusable.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The manifest is unreadable or invalid, or a secret it names is unset.
+    #[error("{0}")]
+    Manifest(ManifestError),
+    /// No manifest was given and none was found at the default places.
+    #[error(
+        "no manifest: set {MANIFEST_VAR} (a file) or {MANIFEST_INLINE_VAR} (the YAML text); \
+         looked for {}", .tried.join(", ")
+    )]
+    ManifestNotFound { tried: Vec<String> },
+    /// A variable is unset or unusable.
+    #[error("{variable}: {reason}")]
+    Variable {
+        variable: &'static str,
+        reason: String,
+    },
+    /// The HTTP client for tool calls could not start (TLS backend).
+    #[error("the HTTP tool client could not start")]
+    ToolClient(#[source] reqwest::Error),
+}
+
+/// Which of the secrets a manifest names a function needs (a function is only given, and so
+/// only requires, the ones it uses).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SecretScope {
+    /// Source signing secrets and connector credentials (intake; the local run).
+    All,
+    /// Connector credentials only (executor).
+    Connectors,
+    /// None (sweeper, replay API).
+    None,
+}
+
+/// What start-up reads besides the backend.
+#[derive(Debug)]
+pub struct Settings {
+    pub config: ReliabilityConfig,
+    pub manifest: Manifest,
+    pub secrets: Secrets,
+    /// Where the manifest came from (a path, or `SLUICE_MANIFEST_INLINE`).
+    pub manifest_origin: String,
+}
+
+/// Logs as JSON lines on stdout, filtered by `RUST_LOG` (default `info`). Calling it again is
+/// harmless.
+pub fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .json()
+        .flatten_event(true)
+        .with_current_span(true)
+        .with_span_list(false)
+        .with_env_filter(filter)
+        .with_writer(std::io::stdout)
+        .try_init();
+}
+
+/// The App on DynamoDB + SQS, from the process environment, with every secret.
+pub async fn aws_app_from_env() -> Result<App<AwsBackend, HttpToolClient>, StartupError> {
+    aws_app_from_env_with(SecretScope::All).await
+}
+
+/// The App on DynamoDB + SQS, from the process environment, requiring only the secrets in
+/// `scope`.
+pub async fn aws_app_from_env_with(
+    scope: SecretScope,
+) -> Result<App<AwsBackend, HttpToolClient>, StartupError> {
+    let lookup = |name: &str| std::env::var(name).ok();
+    let settings = settings_from(lookup, scope, &default_manifest_dirs())?;
+    let queue_url = required(&lookup, STAGE_QUEUE_URL_VAR)?;
+    let endpoint = lookup(AWS_ENDPOINT_VAR).filter(|v| !v.trim().is_empty());
+
+    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
+    if let Some(endpoint) = &endpoint {
+        loader = loader.endpoint_url(endpoint.trim());
+    }
+    let mut sdk = loader.load().await;
+    if sdk.region().is_none() {
+        if endpoint.is_none() {
+            return Err(StartupError::Variable {
+                variable: "AWS_REGION",
+                reason: "no AWS region is configured".into(),
+            });
+        }
+        sdk = sdk
+            .into_builder()
+            .region(aws_config::Region::new(LOCAL_REGION))
+            .build();
+    }
+    let backend = AwsBackend::new(
+        aws_sdk_dynamodb::Client::new(&sdk),
+        aws_sdk_sqs::Client::new(&sdk),
+        &settings.config.table_name,
+        &queue_url,
+    );
+    let tools = HttpToolClient::try_new().map_err(StartupError::ToolClient)?;
+    tracing::info!(
+        manifest = %settings.manifest_origin,
+        table = %settings.config.table_name,
+        endpoint = endpoint.as_deref().unwrap_or("aws"),
+        "started"
+    );
+    Ok(App {
+        backend,
+        tools,
+        clock: Arc::new(SystemClock),
+        manifest: Arc::new(settings.manifest),
+        secrets: Arc::new(settings.secrets),
+        config: Arc::new(settings.config),
+    })
+}
+
+/// The App in memory with the HTTP tool client (the local run).
+pub fn memory_app(
+    manifest: Manifest,
+    secrets: Secrets,
+    config: ReliabilityConfig,
+    clock: Arc<dyn Clock>,
+) -> App<MemoryBackend, HttpToolClient> {
+    memory_app_with_tools(manifest, secrets, config, clock, HttpToolClient::new())
+}
+
+/// The App in memory with any tool client (tests).
+pub fn memory_app_with_tools<T: ToolClient>(
+    manifest: Manifest,
+    secrets: Secrets,
+    config: ReliabilityConfig,
+    clock: Arc<dyn Clock>,
+    tools: T,
+) -> App<MemoryBackend, T> {
+    App {
+        backend: MemoryBackend::new(clock.clone()),
+        tools,
+        clock,
+        manifest: Arc::new(manifest),
+        secrets: Arc::new(secrets),
+        config: Arc::new(config),
+    }
+}
+
+/// Reads the config, the manifest and the secrets in `scope` through `lookup`; a manifest file
+/// is looked for in `manifest_dirs` when `SLUICE_MANIFEST` is unset.
+pub fn settings_from(
+    lookup: impl Fn(&str) -> Option<String>,
+    scope: SecretScope,
+    manifest_dirs: &[PathBuf],
+) -> Result<Settings, StartupError> {
+    let config = ReliabilityConfig::from_lookup(&lookup)?;
+    let (manifest, manifest_origin) = manifest_from(&lookup, manifest_dirs)?;
+    let secrets = match scope {
+        SecretScope::All => manifest.secrets(&lookup),
+        SecretScope::Connectors => Manifest {
+            sources: Default::default(),
+            ..manifest.clone()
+        }
+        .secrets(&lookup),
+        SecretScope::None => Ok(Secrets::default()),
+    }
+    .map_err(|mut error| {
+        if error.file.is_empty() {
+            error.file.clone_from(&manifest_origin);
+        }
+        StartupError::Manifest(error)
+    })?;
+    Ok(Settings {
+        config,
+        manifest,
+        secrets,
+        manifest_origin,
+    })
+}
+
+/// The manifest and where it came from: `SLUICE_MANIFEST_INLINE`, else the file
+/// `SLUICE_MANIFEST`, else the first `sluice.yaml` in `dirs`.
+pub fn manifest_from(
+    lookup: impl Fn(&str) -> Option<String>,
+    dirs: &[PathBuf],
+) -> Result<(Manifest, String), StartupError> {
+    if let Some(text) = lookup(MANIFEST_INLINE_VAR).filter(|t| !t.trim().is_empty()) {
+        let manifest =
+            Manifest::parse(&text, MANIFEST_INLINE_VAR).map_err(StartupError::Manifest)?;
+        return Ok((manifest, MANIFEST_INLINE_VAR.to_owned()));
+    }
+    let path = match lookup(MANIFEST_VAR) {
+        Some(path) if path.trim().is_empty() => {
+            return Err(StartupError::Variable {
+                variable: MANIFEST_VAR,
+                reason: "set but empty".into(),
+            })
+        }
+        Some(path) => PathBuf::from(path),
+        None => {
+            let candidates: Vec<PathBuf> =
+                dirs.iter().map(|d| d.join(DEFAULT_MANIFEST_FILE)).collect();
+            match candidates.iter().find(|p| p.is_file()) {
+                Some(found) => found.clone(),
+                None => {
+                    return Err(StartupError::ManifestNotFound {
+                        tried: candidates.iter().map(|p| p.display().to_string()).collect(),
+                    })
+                }
+            }
+        }
+    };
+    let manifest = Manifest::load(&path).map_err(StartupError::Manifest)?;
+    Ok((manifest, path.display().to_string()))
+}
+
+/// Where `sluice.yaml` is looked for: the working directory, then the executable's directory.
+pub fn default_manifest_dirs() -> Vec<PathBuf> {
+    let mut dirs = Vec::new();
+    if let Ok(cwd) = std::env::current_dir() {
+        dirs.push(cwd);
+    }
+    if let Some(dir) = std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(Path::to_path_buf))
+    {
+        if !dirs.contains(&dir) {
+            dirs.push(dir);
+        }
+    }
+    dirs
+}
+
+fn required(
+    lookup: &impl Fn(&str) -> Option<String>,
+    variable: &'static str,
+) -> Result<String, StartupError> {
+    match lookup(variable) {
+        Some(value) if !value.trim().is_empty() => Ok(value.trim().to_owned()),
+        Some(_) => Err(StartupError::Variable {
+            variable,
+            reason: "set but empty".into(),
+        }),
+        None => Err(StartupError::Variable {
+            variable,
+            reason: "required but unset".into(),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    const MANIFEST: &str = "\
+sources:
+  gh:
+    scheme: github
+    secret_env: GH_SECRET
+    tenant: acme
+    pipeline: p
+connectors:
+  crm:
+    base_url: https://crm.example
+    auth:
+      header: Authorization
+      value_env: CRM_TOKEN
+    tools:
+      ping:
+        method: get
+        path: /ping
+pipelines:
+  p:
+    stages:
+      - connector: crm
+        tool: ping
+";
+
+    fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |name| map.get(name).cloned()
+    }
+
+    fn temp_dir(tag: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!(
+            "sluice-startup-{tag}-{}-{}",
+            std::process::id(),
+            ulid::Ulid::new()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn inline_manifest_wins_and_is_named_in_errors() {
+        let lookup = env(&[
+            (MANIFEST_INLINE_VAR, MANIFEST),
+            (MANIFEST_VAR, "/nope.yaml"),
+        ]);
+        let (manifest, origin) = manifest_from(&lookup, &[]).unwrap();
+        assert_eq!(origin, MANIFEST_INLINE_VAR);
+        assert_eq!(manifest.connectors.len(), 1);
+
+        let lookup = env(&[(MANIFEST_INLINE_VAR, "sources: {}\n")]);
+        let err = manifest_from(&lookup, &[]).unwrap_err();
+        assert!(err.to_string().starts_with(MANIFEST_INLINE_VAR), "{err}");
+    }
+
+    #[test]
+    fn manifest_file_from_the_variable_or_the_default_places() {
+        let (first, second) = (temp_dir("a"), temp_dir("b"));
+        std::fs::write(second.join(DEFAULT_MANIFEST_FILE), MANIFEST).unwrap();
+        let dirs = [first.clone(), second.clone()];
+
+        let (_, origin) = manifest_from(env(&[]), &dirs).unwrap();
+        assert_eq!(
+            origin,
+            second.join(DEFAULT_MANIFEST_FILE).display().to_string()
+        );
+
+        let explicit = first.join("custom.yaml");
+        std::fs::write(&explicit, MANIFEST).unwrap();
+        let lookup = env(&[(MANIFEST_VAR, explicit.to_str().unwrap())]);
+        let (_, origin) = manifest_from(&lookup, &dirs).unwrap();
+        assert_eq!(origin, explicit.display().to_string());
+
+        let missing = first.join("missing.yaml");
+        let lookup = env(&[(MANIFEST_VAR, missing.to_str().unwrap())]);
+        let err = manifest_from(&lookup, &dirs).unwrap_err();
+        assert!(err.to_string().contains("missing.yaml"), "{err}");
+
+        let err = manifest_from(env(&[(MANIFEST_VAR, " ")]), &dirs).unwrap_err();
+        assert!(err.to_string().starts_with(MANIFEST_VAR), "{err}");
+
+        let err = manifest_from(env(&[]), std::slice::from_ref(&first)).unwrap_err();
+        assert!(matches!(err, StartupError::ManifestNotFound { .. }));
+        assert!(err.to_string().contains(MANIFEST_VAR), "{err}");
+        assert!(err.to_string().contains(DEFAULT_MANIFEST_FILE), "{err}");
+
+        std::fs::remove_dir_all(first).unwrap();
+        std::fs::remove_dir_all(second).unwrap();
+    }
+
+    #[test]
+    fn secrets_are_required_by_scope() {
+        let base = [(MANIFEST_INLINE_VAR, MANIFEST)];
+        let err = settings_from(env(&base), SecretScope::All, &[]).unwrap_err();
+        let shown = err.to_string();
+        assert!(
+            shown.contains("GH_SECRET") && shown.contains(MANIFEST_INLINE_VAR),
+            "{shown}"
+        );
+
+        let err = settings_from(env(&base), SecretScope::Connectors, &[]).unwrap_err();
+        assert!(err.to_string().contains("CRM_TOKEN"), "{err}");
+
+        let with_token = [(MANIFEST_INLINE_VAR, MANIFEST), ("CRM_TOKEN", "Bearer t")];
+        let settings = settings_from(env(&with_token), SecretScope::Connectors, &[]).unwrap();
+        let crm = crate::domain::ids::ConnectorId::parse("crm").unwrap();
+        assert_eq!(
+            settings.secrets.connector_auth(&crm),
+            Some(("Authorization", "Bearer t"))
+        );
+        let gh = crate::domain::ids::SourceId::parse("gh").unwrap();
+        assert_eq!(settings.secrets.source_secret(&gh), None);
+
+        let settings = settings_from(env(&base), SecretScope::None, &[]).unwrap();
+        assert_eq!(settings.secrets.connector_auth(&crm), None);
+    }
+
+    #[test]
+    fn config_errors_and_required_variables_are_named() {
+        let lookup = env(&[
+            (MANIFEST_INLINE_VAR, MANIFEST),
+            ("MAX_PIPELINE_ATTEMPTS", "x"),
+        ]);
+        let err = settings_from(&lookup, SecretScope::None, &[]).unwrap_err();
+        assert!(err.to_string().contains("MAX_PIPELINE_ATTEMPTS"), "{err}");
+
+        let err = required(&env(&[]), STAGE_QUEUE_URL_VAR).unwrap_err();
+        assert!(err.to_string().starts_with(STAGE_QUEUE_URL_VAR), "{err}");
+        let err = required(&env(&[(STAGE_QUEUE_URL_VAR, "")]), STAGE_QUEUE_URL_VAR).unwrap_err();
+        assert!(err.to_string().contains("empty"), "{err}");
+        assert_eq!(
+            required(
+                &env(&[(STAGE_QUEUE_URL_VAR, " http://q ")]),
+                STAGE_QUEUE_URL_VAR
+            )
+            .unwrap(),
+            "http://q"
+        );
+    }
+}

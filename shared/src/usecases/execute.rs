@@ -1,0 +1,1999 @@
+//! Use case: execute one stage of a pipeline run from a stage-queue message.
+//!
+//! For each message [`run_message`] takes the execution lease, (on the run's first stage) a
+//! per-source pipeline slot, renders the stage's tool call, passes it through connector
+//! admission (kill switches, breaker, connector slots), calls the tool with
+//! `Idempotency-Key: {execution_id}:{stage}`, settles, appends ledger events, and then advances
+//! to the next stage, finishes the run, schedules a retry with backoff, or blocks it.
+//!
+//! # Who deletes the message
+//!
+//! `run_message` never deletes (acks) the message it was given; that is the caller's job, and
+//! the rule is the same for every outcome: `Ok(_)` means "done with this message, delete it",
+//! `Err(e)` with `e.is_retryable()` means "leave it for redelivery". A deferral or a scheduled
+//! retry *sends a copy* of the message (with `not_before`) before returning `Ok`, so together
+//! with the caller's delete it is exactly [`StageQueue::defer`], and the copy never counts
+//! toward the receive count or the DLQ redrive. This is what lets one code path serve both
+//! runtimes: the Lambda SQS trigger deletes every record not reported as a batch item failure,
+//! and the local [`poll_queue`] loop calls [`StageQueue::ack`] itself.
+//!
+//! # The lease owner
+//!
+//! `worker` is the lease owner. A lease is re-entrant for its owner (a message redelivered to
+//! the worker that failed on it resumes at once), so one worker must never run two messages of
+//! one execution at the same time: [`run_batch`] runs the messages of one execution one after
+//! another.
+//!
+//! # Ordering of writes
+//!
+//! Ledger events are written while the lease is held, before the record write that releases it,
+//! so an event is never lost to a crash (a crash may repeat one instead). The next stage's
+//! message is sent after the record moved to that stage; if that send fails the sweeper
+//! re-queues the run (a RUNNING record without a lease).
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+
+use futures::StreamExt;
+use serde_json::{json, Value as Json};
+
+use crate::app::App;
+use crate::domain::connector::{Admission, AdmissionRequest, DeferReason, KillSwitch};
+use crate::domain::execution::{
+    ExecutionChange, ExecutionRecord, ExecutionStatus, LeaseOutcome, UpdateOutcome,
+};
+use crate::domain::ids::{ExecutionId, HolderId};
+use crate::domain::ledger::{AppendOutcome, EventKind, LedgerEvent};
+use crate::domain::retry::RetryDecision;
+use crate::domain::semaphore::{AcquireOutcome, SemaphoreKey};
+use crate::domain::time::Timestamp;
+use crate::domain::tool::{ToolFailure, ToolOutcome, ToolRequest};
+use crate::error::StoreError;
+use crate::manifest::{
+    ConnectorSpec, PipelineSpec, StageSpec, TemplateContext, TemplateError, ToolSpec,
+};
+use crate::ports::{
+    Backend, ConnectorStore, ExecutionStore, Ledger, ReceivedMessage, SemaphoreStore, StageMessage,
+    StageQueue, ToolClient,
+};
+
+/// How many records of one batch run at the same time.
+pub const BATCH_CONCURRENCY: usize = 4;
+
+/// The largest stage output (serialized JSON) kept in a TOOL_SUCCEEDED event; a larger one is
+/// recorded as truncated (the ledger caps an event's detail at 64 KiB), and a later stage that
+/// reads it blocks with a template error.
+pub const MAX_OUTPUT_BYTES: usize = 48 * 1024;
+
+/// Local poll loop: messages per receive, their visibility timeout, and the long-poll wait.
+const POLL_MAX: u32 = 10;
+const POLL_VISIBILITY_SECS: u32 = 60;
+const POLL_WAIT_SECS: u32 = 1;
+/// Local poll loop: how long a message that failed with a retryable error stays hidden.
+const POLL_RETRY_SECS: u32 = 5;
+
+/// Why a message was put off (re-sent with a later `not_before`) without spending an attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeferCause {
+    /// The message (or the record) says not yet: rate delay, backoff, cooldown, a chained delay.
+    NotBefore,
+    /// Another worker holds the execution lease.
+    LeaseHeld,
+    /// The source's pipeline slots (`REPO_PIPELINE_CONCURRENCY_LIMIT`) are all taken.
+    PipelineSlotsFull,
+    /// The connector's breaker is open.
+    BreakerOpen,
+    /// The connector's half-open probe is in flight.
+    ProbeInFlight,
+    /// The connector's in-flight slots are all taken.
+    ConnectorSlotsFull,
+}
+
+impl DeferCause {
+    /// A stable name for logs, metrics and the ledger.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeferCause::NotBefore => "not_before",
+            DeferCause::LeaseHeld => "lease_held",
+            DeferCause::PipelineSlotsFull => "pipeline_slots_full",
+            DeferCause::BreakerOpen => "breaker_open",
+            DeferCause::ProbeInFlight => "probe_in_flight",
+            DeferCause::ConnectorSlotsFull => "connector_slots_full",
+        }
+    }
+}
+
+impl From<DeferReason> for DeferCause {
+    fn from(reason: DeferReason) -> Self {
+        match reason {
+            DeferReason::BreakerOpen => DeferCause::BreakerOpen,
+            DeferReason::ProbeInFlight => DeferCause::ProbeInFlight,
+            DeferReason::SlotsFull => DeferCause::ConnectorSlotsFull,
+        }
+    }
+}
+
+impl fmt::Display for DeferCause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why a message was dropped without doing anything.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SkipReason {
+    /// No such execution.
+    NotFound,
+    /// The execution already reached a terminal status.
+    Finished,
+    /// The execution is at another stage than the message (a duplicate or an outdated message).
+    StaleStage,
+    /// The lease was taken over (it had expired, and the sweeper or another worker moved on).
+    LeaseLost,
+}
+
+impl SkipReason {
+    /// A stable name for logs and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SkipReason::NotFound => "not_found",
+            SkipReason::Finished => "finished",
+            SkipReason::StaleStage => "stale_stage",
+            SkipReason::LeaseLost => "lease_lost",
+        }
+    }
+}
+
+impl fmt::Display for SkipReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What happened to a message. Every variant means the message itself is done with: the
+/// caller deletes it (see the module documentation).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Disposition {
+    /// The last stage succeeded: the run is SUCCEEDED.
+    Completed,
+    /// The stage succeeded and the next stage's message was sent.
+    Advanced,
+    /// The call failed and will be tried again after `delay_secs` (`attempt` attempts made).
+    RetryScheduled { attempt: u32, delay_secs: u64 },
+    /// Put off until `until` without spending an attempt; a copy of the message was sent.
+    Deferred {
+        reason: DeferCause,
+        until: Timestamp,
+    },
+    /// The run is BLOCKED with this `blocked_reason`.
+    Blocked { reason: String },
+    /// Nothing to do.
+    Skipped { why: SkipReason },
+}
+
+impl Disposition {
+    /// A stable name for logs and metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Disposition::Completed => "completed",
+            Disposition::Advanced => "advanced",
+            Disposition::RetryScheduled { .. } => "retry_scheduled",
+            Disposition::Deferred { .. } => "deferred",
+            Disposition::Blocked { .. } => "blocked",
+            Disposition::Skipped { .. } => "skipped",
+        }
+    }
+}
+
+/// A stage could not be run to a decision; the message should come back (if retryable).
+#[derive(Debug, thiserror::Error)]
+pub enum ExecuteError {
+    /// A port call failed.
+    #[error("{step} failed for {execution_id}")]
+    Store {
+        step: &'static str,
+        execution_id: ExecutionId,
+        #[source]
+        source: StoreError,
+    },
+    /// Other writers kept taking the ledger sequence numbers or the record version.
+    #[error("{what} of {execution_id} kept changing under this worker")]
+    Contention {
+        what: &'static str,
+        execution_id: ExecutionId,
+    },
+}
+
+impl ExecuteError {
+    /// Whether the message should be redelivered (an SQS batch item failure).
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            ExecuteError::Store { source, .. } => source.is_retryable(),
+            ExecuteError::Contention { .. } => true,
+        }
+    }
+}
+
+/// The holder of an execution's per-source pipeline slot: `hld_` + the execution id, so every
+/// worker that runs the execution (and the API) names the same holder.
+pub fn pipeline_slot_holder(id: &ExecutionId) -> HolderId {
+    HolderId::parse(format!("hld_{id}")).unwrap_or_else(|_| {
+        // Only an execution id within 4 bytes of the id length cap gets here.
+        use sha2::{Digest, Sha256};
+        let digest = hex::encode(Sha256::digest(id.as_str().as_bytes()));
+        HolderId::parse(format!("hld_{digest}")).unwrap_or_else(|_| HolderId::random())
+    })
+}
+
+/// Runs the stage `received` names. See the module documentation for who deletes the message.
+#[tracing::instrument(
+    skip_all,
+    fields(
+        execution_id = %received.message.execution_id,
+        stage = received.message.stage,
+        receive_count = received.receive_count,
+    )
+)]
+pub async fn run_message<B: Backend, T: ToolClient>(
+    app: &App<B, T>,
+    received: &ReceivedMessage,
+    worker: &HolderId,
+) -> Result<Disposition, ExecuteError> {
+    let result = run(app, &received.message, worker).await;
+    match &result {
+        Ok(disposition) => tracing::info!(
+            disposition = disposition.kind(),
+            detail = ?disposition,
+            "stage message handled"
+        ),
+        Err(error) => tracing::warn!(
+            retryable = error.is_retryable(),
+            error = %error,
+            source = ?std::error::Error::source(error),
+            "stage message failed"
+        ),
+    }
+    result
+}
+
+async fn run<B: Backend, T: ToolClient>(
+    app: &App<B, T>,
+    message: &StageMessage,
+    worker: &HolderId,
+) -> Result<Disposition, ExecuteError> {
+    let id = &message.execution_id;
+    let now = app.clock.now();
+    if let Some(not_before) = message.not_before.filter(|nb| *nb > now) {
+        send_copy(app, id, message.stage, not_before).await?;
+        return Ok(Disposition::Deferred {
+            reason: DeferCause::NotBefore,
+            until: not_before,
+        });
+    }
+
+    let lease = app
+        .backend
+        .executions()
+        .acquire_lease(id, worker, now, app.config.execution_lease_secs)
+        .await
+        .map_err(store("execution.acquire_lease", id))?;
+    let record = match lease {
+        LeaseOutcome::Acquired(record) => record,
+        LeaseOutcome::NotFound => return Ok(skipped(SkipReason::NotFound)),
+        LeaseOutcome::Finished(_) => return Ok(skipped(SkipReason::Finished)),
+        LeaseOutcome::Held { expires_at, .. } => {
+            let until = expires_at.min(now.plus_secs(app.config.breaker.defer_secs));
+            send_copy(app, id, message.stage, until).await?;
+            return Ok(Disposition::Deferred {
+                reason: DeferCause::LeaseHeld,
+                until,
+            });
+        }
+    };
+
+    let mut run = StageRun {
+        app,
+        worker,
+        record,
+        ledger: None,
+    };
+    let result = run.stage(message).await;
+    if result.is_err() {
+        run.abandon().await;
+    }
+    result
+}
+
+fn skipped(why: SkipReason) -> Disposition {
+    Disposition::Skipped { why }
+}
+
+fn store(step: &'static str, id: &ExecutionId) -> impl FnOnce(StoreError) -> ExecuteError {
+    let execution_id = id.clone();
+    move |source| ExecuteError::Store {
+        step,
+        execution_id,
+        source,
+    }
+}
+
+/// Sends a copy of a stage message to run at `until`.
+async fn send_copy<B: Backend, T: ToolClient>(
+    app: &App<B, T>,
+    id: &ExecutionId,
+    stage: u32,
+    until: Timestamp,
+) -> Result<(), ExecuteError> {
+    let copy = StageMessage {
+        execution_id: id.clone(),
+        stage,
+        not_before: Some(until),
+    };
+    app.backend
+        .queue()
+        .send(&copy, app.clock.now())
+        .await
+        .map_err(store("queue.send", id))
+}
+
+/// What the executor reads from the ledger once per stage.
+#[derive(Debug)]
+struct LedgerView {
+    /// The webhook payload (the RECEIVED event's `detail.payload`).
+    payload: Option<Json>,
+    /// Outputs of the stages that succeeded, by stage name.
+    outputs: BTreeMap<String, Json>,
+    next_seq: u64,
+}
+
+impl LedgerView {
+    fn read(events: &[LedgerEvent], pipeline: Option<&PipelineSpec>) -> Self {
+        let mut payload = None;
+        let mut outputs = BTreeMap::new();
+        for event in events {
+            match event.kind {
+                EventKind::Received if payload.is_none() => {
+                    payload = event.detail.get("payload").cloned();
+                    // A replay from a later stage may carry the earlier outputs along.
+                    if let Some(Json::Object(stages)) = event.detail.get("stages") {
+                        outputs.extend(stages.iter().map(|(k, v)| (k.clone(), v.clone())));
+                    }
+                }
+                EventKind::ToolSucceeded => {
+                    let name = event
+                        .detail
+                        .get("stage_name")
+                        .and_then(Json::as_str)
+                        .map(str::to_owned)
+                        .or_else(|| {
+                            let index = event.stage? as usize;
+                            Some(pipeline?.stages.get(index)?.name.clone())
+                        });
+                    if let (Some(name), Some(output)) = (name, event.detail.get("output")) {
+                        outputs.insert(name, output.clone());
+                    }
+                }
+                _ => {}
+            }
+        }
+        let next_seq = events.iter().map(|e| e.seq).max().unwrap_or(0) + 1;
+        Self {
+            payload,
+            outputs,
+            next_seq,
+        }
+    }
+}
+
+/// The manifest entries one stage needs.
+struct StagePlan<'m> {
+    pipeline: &'m PipelineSpec,
+    stage: &'m StageSpec,
+    connector: &'m ConnectorSpec,
+    tool: &'m ToolSpec,
+}
+
+/// One worker's run of one stage, holding the execution lease.
+struct StageRun<'a, B: Backend, T: ToolClient> {
+    app: &'a App<B, T>,
+    worker: &'a HolderId,
+    /// The record as last written by this run (its version is the one to name).
+    record: ExecutionRecord,
+    /// Read on first use.
+    ledger: Option<LedgerView>,
+}
+
+impl<'a, B: Backend, T: ToolClient> StageRun<'a, B, T> {
+    fn id(&self) -> &ExecutionId {
+        &self.record.id
+    }
+
+    async fn stage(&mut self, message: &StageMessage) -> Result<Disposition, ExecuteError> {
+        let app = self.app;
+        let now = app.clock.now();
+        if self.record.stage != message.stage {
+            return self.release_and(skipped(SkipReason::StaleStage)).await;
+        }
+        if let Some(not_before) = self.record.not_before.filter(|nb| *nb > now) {
+            return self.defer(DeferCause::NotBefore, not_before, false).await;
+        }
+
+        let plan = match self.plan() {
+            Ok(plan) => plan,
+            Err(reason) => {
+                let attempts = self.record.attempt_count;
+                return self.block(reason, attempts, json!({})).await;
+            }
+        };
+
+        // The run's first stage: take a pipeline slot of the source. It is held until the run
+        // ends (released at every terminal status) or its TTL runs out.
+        if self.record.status != ExecutionStatus::Running {
+            let key = SemaphoreKey::SourcePipelines(self.record.source.clone());
+            let acquired = app
+                .backend
+                .semaphores()
+                .acquire(
+                    &key,
+                    &pipeline_slot_holder(self.id()),
+                    app.config.pipeline_concurrency_limit,
+                    app.config.pipeline_concurrency_ttl_secs,
+                    now,
+                )
+                .await
+                .map_err(store("semaphore.acquire", self.id()))?;
+            if let AcquireOutcome::Full { .. } = acquired {
+                let until = now.plus_secs(app.config.breaker.defer_secs);
+                return self
+                    .defer(DeferCause::PipelineSlotsFull, until, false)
+                    .await;
+            }
+            let running = ExecutionChange {
+                status: Some(ExecutionStatus::Running),
+                ..ExecutionChange::default()
+            };
+            if !self.write(running).await? {
+                return Ok(skipped(SkipReason::LeaseLost));
+            }
+        }
+
+        let attempt = self.record.attempt_count + 1;
+        self.append(
+            EventKind::StageStarted,
+            json!({
+                "stage_name": plan.stage.name,
+                "connector": plan.stage.connector,
+                "tool": plan.stage.tool,
+                "attempt": attempt,
+                "worker": self.worker,
+            }),
+        )
+        .await?;
+
+        let request = match self.render(&plan).await? {
+            Ok(request) => request,
+            Err(error) => {
+                let reason = format!("template:{}", template_placeholder(&error));
+                let detail = json!({"error": error.to_string()});
+                return self.block(reason, self.record.attempt_count, detail).await;
+            }
+        };
+
+        let admission = AdmissionRequest {
+            connector: plan.stage.connector.clone(),
+            tool: plan.stage.tool.clone(),
+            tenant: self.record.tenant.clone(),
+            holder: HolderId::random(),
+            limit: plan.connector.concurrency_limit,
+            slot_ttl_secs: plan.connector.slot_ttl_seconds,
+            settings: plan.connector.breaker_settings(&app.config.breaker),
+            now: app.clock.now(),
+        };
+        let ticket = match app
+            .backend
+            .connectors()
+            .admit(&admission)
+            .await
+            .map_err(store("connector.admit", self.id()))?
+        {
+            Admission::Admitted(ticket) => ticket,
+            Admission::Deferred { until, reason } => {
+                return self.defer(reason.into(), until, true).await;
+            }
+            Admission::Refused(switch) => return self.kill_switch(switch).await,
+        };
+
+        self.append(
+            EventKind::ToolCalled,
+            json!({
+                "connector": request.connector,
+                "tool": request.tool,
+                "method": request.method,
+                "idempotency_key": request.idempotency_key,
+                "attempt": attempt,
+                "probe": ticket.probe,
+            }),
+        )
+        .await?;
+        let outcome = app.tools.call(&request).await;
+        // The call was made: its outcome must reach the ledger even if the settle fails. A
+        // slot that is not released runs out with its TTL.
+        let settled = app
+            .backend
+            .connectors()
+            .settle(
+                &ticket,
+                outcome.breaker_signal(),
+                &admission.settings,
+                app.clock.now(),
+            )
+            .await;
+        match settled {
+            Ok(report) => {
+                if let Some(t) = report.transition {
+                    tracing::info!(
+                        connector = %ticket.connector,
+                        from = t.from.as_str(),
+                        to = t.to.as_str(),
+                        "breaker moved"
+                    );
+                }
+            }
+            Err(error) => tracing::warn!(
+                connector = %ticket.connector,
+                error = %error,
+                "settle failed; the connector slot will run out with its TTL"
+            ),
+        }
+
+        self.conclude(&plan, attempt, outcome).await
+    }
+
+    /// Looks up the pipeline, the stage and its tool; the error is a `blocked_reason`.
+    fn plan(&self) -> Result<StagePlan<'a>, String> {
+        let app: &'a App<B, T> = self.app;
+        let manifest = &*app.manifest;
+        let pipeline = manifest
+            .pipelines
+            .get(&self.record.pipeline)
+            .ok_or_else(|| format!("manifest:unknown_pipeline:{}", self.record.pipeline))?;
+        let stage = pipeline
+            .stages
+            .get(self.record.stage as usize)
+            .ok_or_else(|| format!("manifest:unknown_stage:{}", self.record.stage))?;
+        let (connector, tool) = manifest
+            .tool_for(stage)
+            .ok_or_else(|| format!("manifest:unknown_tool:{}/{}", stage.connector, stage.tool))?;
+        Ok(StagePlan {
+            pipeline,
+            stage,
+            connector,
+            tool,
+        })
+    }
+
+    /// Renders the tool request; the inner error blocks the run.
+    async fn render(
+        &mut self,
+        plan: &StagePlan<'_>,
+    ) -> Result<Result<ToolRequest, TemplateError>, ExecuteError> {
+        let record = &self.record;
+        let app = self.app;
+        let id = record.id.clone();
+        let index = record.stage;
+        let (tenant, source) = (record.tenant.clone(), record.source.clone());
+        let view = self.view().await?;
+        let Some(payload) = &view.payload else {
+            return Ok(Err(TemplateError::Unresolved {
+                placeholder: "payload".into(),
+            }));
+        };
+        let ctx = TemplateContext {
+            payload,
+            stages: &view.outputs,
+            execution_id: id.as_str(),
+            tenant: tenant.as_str(),
+            source: source.as_str(),
+        };
+        let rendered = (|| {
+            let path = plan.tool.path.render(&ctx)?;
+            let body = plan
+                .tool
+                .body
+                .as_ref()
+                .map(|b| b.render(&ctx))
+                .transpose()?;
+            Ok::<_, TemplateError>((path, body))
+        })();
+        let (path, body) = match rendered {
+            Ok(parts) => parts,
+            Err(error) => return Ok(Err(error)),
+        };
+        let headers = app
+            .secrets
+            .connector_auth(&plan.stage.connector)
+            .map(|(name, value)| vec![(name.to_owned(), value.to_owned())])
+            .unwrap_or_default();
+        Ok(Ok(ToolRequest {
+            connector: plan.stage.connector.clone(),
+            tool: plan.stage.tool.clone(),
+            method: plan.tool.method.clone(),
+            url: format!("{}{}", plan.connector.base_url, path),
+            headers,
+            body,
+            idempotency_key: format!("{id}:{index}"),
+            timeout_ms: plan.connector.timeout_ms,
+        }))
+    }
+
+    /// Records the call's outcome and moves the run on.
+    async fn conclude(
+        &mut self,
+        plan: &StagePlan<'_>,
+        attempt: u32,
+        outcome: ToolOutcome,
+    ) -> Result<Disposition, ExecuteError> {
+        let app = self.app;
+        let (status, failure, retry_after) = match &outcome {
+            ToolOutcome::Succeeded {
+                status,
+                body,
+                latency_ms,
+            } => {
+                let size = serde_json::to_string(body).map_or(usize::MAX, |s| s.len());
+                let detail = if size <= MAX_OUTPUT_BYTES {
+                    json!({
+                        "stage_name": plan.stage.name,
+                        "status": status,
+                        "latency_ms": latency_ms,
+                        "output": body,
+                    })
+                } else {
+                    json!({
+                        "stage_name": plan.stage.name,
+                        "status": status,
+                        "latency_ms": latency_ms,
+                        "output_truncated": true,
+                        "output_bytes": size,
+                    })
+                };
+                self.append(EventKind::ToolSucceeded, detail).await?;
+                return self.succeed(plan).await;
+            }
+            ToolOutcome::Failed {
+                status,
+                failure,
+                retry_after_secs,
+                latency_ms,
+                excerpt,
+            } => {
+                self.append(
+                    EventKind::ToolFailed,
+                    json!({
+                        "stage_name": plan.stage.name,
+                        "status": status,
+                        "failure": failure,
+                        "retry_after_secs": retry_after_secs,
+                        "latency_ms": latency_ms,
+                        "excerpt": excerpt,
+                        "attempt": attempt,
+                    }),
+                )
+                .await?;
+                (*status, *failure, *retry_after_secs)
+            }
+        };
+
+        // A 4xx the tool asks to retry; never a request that could not even be sent.
+        let retry_4xx = plan.tool.retry_on_4xx
+            && failure == ToolFailure::RejectedStatus
+            && status.is_some_and(|s| (400..500).contains(&s));
+        if !(outcome.is_retryable() || retry_4xx) {
+            let what = status.map_or_else(|| "invalid_request".to_owned(), |s| s.to_string());
+            return self
+                .block(format!("non_retryable:{what}"), attempt, json!({}))
+                .await;
+        }
+
+        let policy = plan.stage.retry_policy(&app.config.retry);
+        match policy.after_failure(attempt, rand::random::<f64>(), retry_after) {
+            RetryDecision::Exhausted { attempts } => {
+                self.block("retries_exhausted".to_owned(), attempts, json!({}))
+                    .await
+            }
+            RetryDecision::RetryAfter { delay_secs } => {
+                let now = app.clock.now();
+                let until = now.plus_secs(i64::try_from(delay_secs).unwrap_or(i64::MAX / 4000));
+                self.append(
+                    EventKind::RetryScheduled,
+                    json!({
+                        "attempt": attempt,
+                        "max_attempts": policy.max_attempts,
+                        "delay_secs": delay_secs,
+                        "not_before": until,
+                    }),
+                )
+                .await?;
+                let change = ExecutionChange {
+                    attempt_count: Some(attempt),
+                    not_before: Some(Some(until)),
+                    release_lease: true,
+                    ..ExecutionChange::default()
+                };
+                if !self.write(change).await? {
+                    return Ok(skipped(SkipReason::LeaseLost));
+                }
+                send_copy(app, &self.record.id, self.record.stage, until).await?;
+                Ok(Disposition::RetryScheduled {
+                    attempt,
+                    delay_secs,
+                })
+            }
+        }
+    }
+
+    async fn succeed(&mut self, plan: &StagePlan<'_>) -> Result<Disposition, ExecuteError> {
+        let next = self.record.stage + 1;
+        if next as usize >= plan.pipeline.stages.len() {
+            self.append(EventKind::Succeeded, json!({})).await?;
+            let change = ExecutionChange {
+                status: Some(ExecutionStatus::Succeeded),
+                not_before: Some(None),
+                release_lease: true,
+                ..ExecutionChange::default()
+            };
+            if !self.write(change).await? {
+                return Ok(skipped(SkipReason::LeaseLost));
+            }
+            self.release_pipeline_slot().await;
+            return Ok(Disposition::Completed);
+        }
+        self.append(
+            EventKind::StageSucceeded,
+            json!({"stage_name": plan.stage.name, "next_stage": next}),
+        )
+        .await?;
+        let change = ExecutionChange {
+            stage: Some(next),
+            attempt_count: Some(0),
+            not_before: Some(None),
+            release_lease: true,
+            ..ExecutionChange::default()
+        };
+        if !self.write(change).await? {
+            return Ok(skipped(SkipReason::LeaseLost));
+        }
+        let message = StageMessage {
+            execution_id: self.record.id.clone(),
+            stage: next,
+            not_before: None,
+        };
+        self.app
+            .backend
+            .queue()
+            .send(&message, self.app.clock.now())
+            .await
+            .map_err(store("queue.send", &self.record.id))?;
+        Ok(Disposition::Advanced)
+    }
+
+    async fn kill_switch(&mut self, switch: KillSwitch) -> Result<Disposition, ExecuteError> {
+        let reason = format!("kill_switch:{}", switch.target.key());
+        let detail = json!({
+            "target": switch.target,
+            "set_by": switch.set_by,
+            "set_at": switch.set_at,
+            "switch_reason": switch.reason,
+        });
+        let attempts = self.record.attempt_count;
+        self.block(reason, attempts, detail).await
+    }
+
+    /// Blocks the run: ledger BLOCKED, status BLOCKED with the reason and attempt count, lease
+    /// and pipeline slot released.
+    async fn block(
+        &mut self,
+        reason: String,
+        attempts: u32,
+        extra: Json,
+    ) -> Result<Disposition, ExecuteError> {
+        let mut detail = json!({"reason": reason, "attempt_count": attempts});
+        if let (Some(detail), Json::Object(extra)) = (detail.as_object_mut(), extra) {
+            detail.extend(extra);
+        }
+        self.append(EventKind::Blocked, detail).await?;
+        let change = ExecutionChange {
+            status: Some(ExecutionStatus::Blocked),
+            blocked_reason: Some(reason.clone()),
+            attempt_count: Some(attempts),
+            not_before: Some(None),
+            release_lease: true,
+            ..ExecutionChange::default()
+        };
+        if !self.write(change).await? {
+            return Ok(skipped(SkipReason::LeaseLost));
+        }
+        self.release_pipeline_slot().await;
+        Ok(Disposition::Blocked { reason })
+    }
+
+    /// Puts the stage off without spending an attempt: (ledger DEFERRED,) lease released, a
+    /// copy of the message sent to run at `until`.
+    async fn defer(
+        &mut self,
+        reason: DeferCause,
+        until: Timestamp,
+        in_ledger: bool,
+    ) -> Result<Disposition, ExecuteError> {
+        if in_ledger {
+            self.append(
+                EventKind::Deferred,
+                json!({"reason": reason.as_str(), "until": until}),
+            )
+            .await?;
+        }
+        // The record keeps `until` too: a duplicate message waits for it, and the sweeper does
+        // not mistake the wait for a lost message.
+        let release = ExecutionChange {
+            not_before: Some(Some(until)),
+            release_lease: true,
+            ..ExecutionChange::default()
+        };
+        if !self.write(release).await? {
+            return Ok(skipped(SkipReason::LeaseLost));
+        }
+        send_copy(self.app, &self.record.id, self.record.stage, until).await?;
+        Ok(Disposition::Deferred { reason, until })
+    }
+
+    async fn release_and(&mut self, then: Disposition) -> Result<Disposition, ExecuteError> {
+        let release = ExecutionChange {
+            release_lease: true,
+            ..ExecutionChange::default()
+        };
+        self.write(release).await?;
+        Ok(then)
+    }
+
+    /// Gives the run's pipeline slot back. A failure is only logged: the slot runs out with its
+    /// TTL, and the run's outcome is already written.
+    async fn release_pipeline_slot(&self) {
+        let key = SemaphoreKey::SourcePipelines(self.record.source.clone());
+        let holder = pipeline_slot_holder(self.id());
+        if let Err(error) = self.app.backend.semaphores().release(&key, &holder).await {
+            tracing::warn!(
+                error = %error,
+                "pipeline slot release failed; it will run out with its TTL"
+            );
+        }
+    }
+
+    /// After an error: gives the lease back if this run still holds it, so that a redelivery
+    /// to another worker need not wait for it to expire. Best effort.
+    async fn abandon(&mut self) {
+        if self.record.lease.as_ref().map(|l| &l.owner) != Some(self.worker) {
+            return;
+        }
+        let release = ExecutionChange {
+            release_lease: true,
+            ..ExecutionChange::default()
+        };
+        let now = self.app.clock.now();
+        let executions = self.app.backend.executions();
+        if let Err(error) = executions
+            .update(&self.record.id, self.record.version, release, now)
+            .await
+        {
+            tracing::debug!(error = %error, "could not give the lease back after a failure");
+        }
+    }
+
+    /// Applies `change` under the version this run last wrote. A conflict caused by a write
+    /// that left the lease with this worker (intake marking the run QUEUED) is retried on the
+    /// fresh record; false when the lease is gone (taken over, or the run finished).
+    async fn write(&mut self, change: ExecutionChange) -> Result<bool, ExecuteError> {
+        const TRIES: usize = 3;
+        for _ in 0..TRIES {
+            let outcome = self
+                .app
+                .backend
+                .executions()
+                .update(
+                    &self.record.id,
+                    self.record.version,
+                    change.clone(),
+                    self.app.clock.now(),
+                )
+                .await
+                .map_err(store("execution.update", &self.record.id))?;
+            match outcome {
+                UpdateOutcome::Updated(record) => {
+                    self.record = record;
+                    return Ok(true);
+                }
+                UpdateOutcome::VersionConflict(current) => {
+                    let still_ours = current.lease.as_ref().map(|l| &l.owner) == Some(self.worker)
+                        && current.stage == self.record.stage
+                        && !current.status.is_terminal();
+                    if !still_ours {
+                        tracing::warn!(
+                            current_version = current.version,
+                            "the execution changed hands; abandoning the stage"
+                        );
+                        self.record = current;
+                        return Ok(false);
+                    }
+                    self.record = current;
+                }
+                UpdateOutcome::IllegalTransition { from, to } => {
+                    tracing::warn!(
+                        from = from.as_str(),
+                        to = to.as_str(),
+                        "the execution moved on; abandoning the stage"
+                    );
+                    self.record.lease = None;
+                    return Ok(false);
+                }
+                UpdateOutcome::NotFound => {
+                    self.record.lease = None;
+                    return Ok(false);
+                }
+            }
+        }
+        Err(ExecuteError::Contention {
+            what: "the record version",
+            execution_id: self.record.id.clone(),
+        })
+    }
+
+    /// The ledger view, read on first use.
+    async fn view(&mut self) -> Result<&LedgerView, ExecuteError> {
+        if self.ledger.is_none() {
+            let events = self
+                .app
+                .backend
+                .ledger()
+                .events(&self.record.id)
+                .await
+                .map_err(store("ledger.events", &self.record.id))?;
+            let pipeline = self.app.manifest.pipelines.get(&self.record.pipeline);
+            self.ledger = Some(LedgerView::read(&events, pipeline));
+        }
+        Ok(self.ledger.as_ref().expect("just read"))
+    }
+
+    /// Appends an event at the next sequence number; when another writer took it, re-reads the
+    /// ledger and tries once more.
+    async fn append(&mut self, kind: EventKind, detail: Json) -> Result<(), ExecuteError> {
+        for _ in 0..2 {
+            let seq = self.view().await?.next_seq;
+            let event = LedgerEvent {
+                execution_id: self.record.id.clone(),
+                seq,
+                at: self.app.clock.now(),
+                kind,
+                stage: Some(self.record.stage),
+                detail: detail.clone(),
+            };
+            let outcome = self
+                .app
+                .backend
+                .ledger()
+                .append(event)
+                .await
+                .map_err(store("ledger.append", &self.record.id))?;
+            match outcome {
+                AppendOutcome::Appended => {
+                    if let Some(view) = &mut self.ledger {
+                        view.next_seq = seq + 1;
+                    }
+                    return Ok(());
+                }
+                AppendOutcome::SeqTaken(_) => self.ledger = None,
+            }
+        }
+        Err(ExecuteError::Contention {
+            what: "the ledger sequence",
+            execution_id: self.record.id.clone(),
+        })
+    }
+}
+
+/// The placeholder a template error is about (the `blocked_reason` suffix).
+fn template_placeholder(error: &TemplateError) -> String {
+    match error {
+        TemplateError::Unresolved { placeholder }
+        | TemplateError::Unknown { placeholder }
+        | TemplateError::Invalid { placeholder, .. } => placeholder.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// Runs a batch of messages, at most [`BATCH_CONCURRENCY`] at a time; messages of one execution
+/// run one after another (see the module documentation). Answers in input order, by receipt.
+pub async fn run_batch<B: Backend, T: ToolClient>(
+    app: &App<B, T>,
+    worker: &HolderId,
+    messages: Vec<ReceivedMessage>,
+) -> Vec<(String, Result<Disposition, ExecuteError>)> {
+    let mut groups: Vec<Vec<(usize, ReceivedMessage)>> = Vec::new();
+    let mut group_of: HashMap<ExecutionId, usize> = HashMap::new();
+    for (index, message) in messages.into_iter().enumerate() {
+        let id = message.message.execution_id.clone();
+        let group = *group_of.entry(id).or_insert_with(|| {
+            groups.push(Vec::new());
+            groups.len() - 1
+        });
+        groups[group].push((index, message));
+    }
+    let mut results: Vec<(usize, String, Result<Disposition, ExecuteError>)> =
+        futures::stream::iter(groups)
+            .map(|group| async move {
+                let mut out = Vec::with_capacity(group.len());
+                for (index, message) in group {
+                    let result = run_message(app, &message, worker).await;
+                    out.push((index, message.receipt, result));
+                }
+                out
+            })
+            .buffer_unordered(BATCH_CONCURRENCY)
+            .flat_map(futures::stream::iter)
+            .collect()
+            .await;
+    results.sort_by_key(|(index, _, _)| *index);
+    results
+        .into_iter()
+        .map(|(_, receipt, result)| (receipt, result))
+        .collect()
+}
+
+/// The local run's executor: receives from the stage queue until `stop` turns true, runs each
+/// batch, deletes the messages that are done with and hides the ones that failed with a
+/// retryable error for a few seconds. Returns how many messages it handled.
+pub async fn poll_queue<B: Backend, T: ToolClient>(
+    app: &App<B, T>,
+    worker: HolderId,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> u64 {
+    let queue = app.backend.queue();
+    let mut handled = 0;
+    while !*stop.borrow() {
+        let received = tokio::select! {
+            _ = stop.changed() => break,
+            received = queue.receive(POLL_MAX, POLL_VISIBILITY_SECS, POLL_WAIT_SECS) => received,
+        };
+        let messages = match received {
+            Ok(messages) => messages,
+            Err(error) => {
+                tracing::warn!(error = %error, "receiving from the stage queue failed");
+                tokio::select! {
+                    _ = stop.changed() => break,
+                    () = tokio::time::sleep(std::time::Duration::from_secs(1)) => continue,
+                }
+            }
+        };
+        for (receipt, result) in run_batch(app, &worker, messages).await {
+            handled += 1;
+            let settled = match result {
+                Err(error) if error.is_retryable() => {
+                    queue.retry_later(&receipt, POLL_RETRY_SECS).await
+                }
+                Err(error) => {
+                    tracing::error!(error = %error, "dropping a message after a permanent failure");
+                    queue.ack(&receipt).await
+                }
+                Ok(_) => queue.ack(&receipt).await,
+            };
+            if let Err(error) = settled {
+                tracing::warn!(error = %error, "could not settle a stage message");
+            }
+        }
+    }
+    handled
+}
+
+/// What the executor's and the sweeper's tests share: a manifest, a scripted tool client, and
+/// an App in memory on a fake clock.
+#[cfg(test)]
+pub(crate) mod testkit {
+    use std::collections::VecDeque;
+    use std::sync::{Arc, Mutex};
+
+    use serde_json::{json, Value as Json};
+
+    use super::{run_message, Disposition};
+    use crate::adapters::backend::MemoryBackend;
+    use crate::app::App;
+    use crate::clock::{Clock, FakeClock};
+    use crate::config::ReliabilityConfig;
+    use crate::domain::execution::{
+        ExecutionChange, ExecutionRecord, ExecutionStatus, NewExecution,
+    };
+    use crate::domain::ids::{ExecutionId, HolderId, RunKey, SourceId, TenantId};
+    use crate::domain::ledger::{EventKind, LedgerEvent};
+    use crate::domain::time::Timestamp;
+    use crate::domain::tool::{
+        classify_status, StatusClass, ToolFailure, ToolOutcome, ToolRequest,
+    };
+    use crate::manifest::{Manifest, Secrets};
+    use crate::ports::{
+        Backend, ExecutionStore, Ledger, ReceivedMessage, StageMessage, StageQueue, ToolClient,
+    };
+
+    pub const MANIFEST: &str = r#"
+sources:
+  gh:
+    scheme: github
+    secret_env: GH_SECRET
+    tenant: acme
+    pipeline: review
+  probe:
+    scheme: github
+    secret_env: GH_SECRET
+    tenant: acme
+    pipeline: probing
+connectors:
+  crm:
+    base_url: http://crm.test
+    auth:
+      header: Authorization
+      value_env: CRM_TOKEN
+    concurrency_limit: 2
+    tools:
+      create_lead:
+        method: POST
+        path: /leads
+        body:
+          name: "{{payload/name}}"
+          execution: "{{execution_id}}"
+      notify:
+        method: POST
+        path: "/leads/{{stages.create/id}}/notify"
+        body:
+          lead: "{{stages.create/id}}"
+          text: "Lead {{stages.create/id}} for {{tenant}}"
+      lookup:
+        method: GET
+        path: /lookup
+        retry_on_4xx: true
+pipelines:
+  review:
+    stages:
+      - name: create
+        connector: crm
+        tool: create_lead
+        retry:
+          max_attempts: 3
+          base_backoff_seconds: 10
+          max_backoff_seconds: 40
+      - connector: crm
+        tool: notify
+  probing:
+    stages:
+      - connector: crm
+        tool: lookup
+"#;
+
+    /// A tool client that answers from a script (then `200 {"id": 1}`) and records every request.
+    #[derive(Debug, Clone, Default)]
+    pub struct ScriptedTools {
+        script: Arc<Mutex<VecDeque<ToolOutcome>>>,
+        calls: Arc<Mutex<Vec<ToolRequest>>>,
+    }
+
+    impl ScriptedTools {
+        pub fn new(outcomes: Vec<ToolOutcome>) -> Self {
+            Self {
+                script: Arc::new(Mutex::new(outcomes.into())),
+                calls: Arc::default(),
+            }
+        }
+
+        pub fn calls(&self) -> Vec<ToolRequest> {
+            self.calls.lock().unwrap().clone()
+        }
+    }
+
+    impl ToolClient for ScriptedTools {
+        async fn call(&self, request: &ToolRequest) -> ToolOutcome {
+            self.calls.lock().unwrap().push(request.clone());
+            let next = self.script.lock().unwrap().pop_front();
+            next.unwrap_or_else(|| ok(json!({"id": 1})))
+        }
+    }
+
+    pub fn ok(body: Json) -> ToolOutcome {
+        ToolOutcome::Succeeded {
+            status: 200,
+            body,
+            latency_ms: 7,
+        }
+    }
+
+    /// A failed call with HTTP `status`, classified as the HTTP client would.
+    pub fn failed(status: u16, retry_after: Option<&str>) -> ToolOutcome {
+        let StatusClass::Failure {
+            failure,
+            retry_after_secs,
+        } = classify_status(status, retry_after, Timestamp::from_secs(0), false)
+        else {
+            panic!("{status} is not a failure");
+        };
+        ToolOutcome::Failed {
+            status: Some(status),
+            failure,
+            retry_after_secs,
+            latency_ms: 7,
+            excerpt: format!("status {status}"),
+        }
+    }
+
+    pub fn timed_out() -> ToolOutcome {
+        ToolOutcome::Failed {
+            status: None,
+            failure: ToolFailure::Timeout,
+            retry_after_secs: None,
+            latency_ms: 10_000,
+            excerpt: "timed out".into(),
+        }
+    }
+
+    pub struct Harness {
+        pub app: App<MemoryBackend, ScriptedTools>,
+        pub clock: FakeClock,
+        pub tools: ScriptedTools,
+        pub worker: HolderId,
+    }
+
+    impl Harness {
+        pub fn new(outcomes: Vec<ToolOutcome>) -> Self {
+            Self::with_config(outcomes, |_| {})
+        }
+
+        pub fn with_config(
+            outcomes: Vec<ToolOutcome>,
+            tweak: impl FnOnce(&mut ReliabilityConfig),
+        ) -> Self {
+            let clock = FakeClock::at(Timestamp::from_secs(1_700_000_000));
+            let shared: Arc<dyn Clock> = Arc::new(clock.clone());
+            let manifest = Manifest::parse(MANIFEST, "test.yaml").expect("test manifest");
+            let mut secrets = Secrets::default();
+            secrets.insert_connector_auth(
+                crate::domain::ids::ConnectorId::parse("crm").unwrap(),
+                "Authorization",
+                "Bearer t",
+            );
+            let mut config = ReliabilityConfig::from_lookup(|_| None).expect("defaults");
+            tweak(&mut config);
+            let tools = ScriptedTools::new(outcomes);
+            let app = crate::startup::memory_app_with_tools(
+                manifest,
+                secrets,
+                config,
+                shared,
+                tools.clone(),
+            );
+            Self {
+                app,
+                clock,
+                tools,
+                worker: HolderId::parse("hld_worker").unwrap(),
+            }
+        }
+
+        pub fn now(&self) -> Timestamp {
+            self.clock.now()
+        }
+
+        /// Records an execution of `source` as intake does, without queueing it: RECEIVED, with
+        /// the payload in the ledger.
+        pub async fn record_only(
+            &self,
+            source: &str,
+            run_key: &str,
+            payload: Json,
+            not_before: Option<Timestamp>,
+        ) -> ExecutionId {
+            let source = SourceId::parse(source).unwrap();
+            let pipeline = self.app.manifest.sources[&source].pipeline.clone();
+            let run_key = RunKey::parse(run_key).unwrap();
+            let id = ExecutionId::for_run_key(&source, &run_key);
+            let new = NewExecution {
+                id: id.clone(),
+                tenant: TenantId::parse("acme").unwrap(),
+                source,
+                pipeline,
+                run_key,
+                replay_of: None,
+                not_before,
+            };
+            let backend = &self.app.backend;
+            backend.executions().create(new, self.now()).await.unwrap();
+            let received = LedgerEvent {
+                execution_id: id.clone(),
+                seq: 1,
+                at: self.now(),
+                kind: EventKind::Received,
+                stage: None,
+                detail: json!({ "payload": payload }),
+            };
+            backend.ledger().append(received).await.unwrap();
+            id
+        }
+
+        /// Records and queues an execution of source `gh`, as intake does.
+        pub async fn seed(&self, run_key: &str, payload: Json) -> ExecutionId {
+            self.seed_from("gh", run_key, payload).await
+        }
+
+        pub async fn seed_from(&self, source: &str, run_key: &str, payload: Json) -> ExecutionId {
+            let id = self.record_only(source, run_key, payload, None).await;
+            self.send(&id, 0, None).await;
+            let queued = ExecutionChange {
+                status: Some(ExecutionStatus::Queued),
+                ..ExecutionChange::default()
+            };
+            let executions = self.app.backend.executions();
+            executions.update(&id, 1, queued, self.now()).await.unwrap();
+            id
+        }
+
+        pub async fn send(&self, id: &ExecutionId, stage: u32, not_before: Option<Timestamp>) {
+            let message = StageMessage {
+                execution_id: id.clone(),
+                stage,
+                not_before,
+            };
+            self.app
+                .backend
+                .queue()
+                .send(&message, self.now())
+                .await
+                .unwrap();
+        }
+
+        pub async fn receive(&self) -> Option<ReceivedMessage> {
+            self.app
+                .backend
+                .queue()
+                .receive(1, 60, 0)
+                .await
+                .unwrap()
+                .pop()
+        }
+
+        /// Receives the next visible message, runs it, and acks it (as the poll loop does).
+        pub async fn step(&self) -> Disposition {
+            let received = self.receive().await.expect("a visible message");
+            let disposition = run_message(&self.app, &received, &self.worker)
+                .await
+                .expect("runs");
+            self.app
+                .backend
+                .queue()
+                .ack(&received.receipt)
+                .await
+                .unwrap();
+            disposition
+        }
+
+        pub async fn record(&self, id: &ExecutionId) -> ExecutionRecord {
+            let executions = self.app.backend.executions();
+            executions.get(id).await.unwrap().expect("recorded")
+        }
+
+        pub async fn events(&self, id: &ExecutionId) -> Vec<LedgerEvent> {
+            self.app.backend.ledger().events(id).await.unwrap()
+        }
+
+        pub async fn kinds(&self, id: &ExecutionId) -> Vec<EventKind> {
+            self.events(id).await.into_iter().map(|e| e.kind).collect()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::testkit::{failed, ok, timed_out, Harness};
+    use super::*;
+    use crate::domain::connector::{KillSwitch, SwitchTarget};
+    use crate::domain::ids::{ConnectorId, SourceId, ToolName};
+
+    fn crm() -> ConnectorId {
+        ConnectorId::parse("crm").unwrap()
+    }
+
+    async fn pipeline_slots(h: &Harness) -> u32 {
+        let key = SemaphoreKey::SourcePipelines(SourceId::parse("gh").unwrap());
+        h.app.backend.semaphores().in_flight(&key).await.unwrap()
+    }
+
+    async fn connector_slots(h: &Harness) -> u32 {
+        h.app
+            .backend
+            .connectors()
+            .state(&crm())
+            .await
+            .unwrap()
+            .slots
+            .in_flight
+    }
+
+    fn received(id: &ExecutionId, stage: u32, not_before: Option<Timestamp>) -> ReceivedMessage {
+        ReceivedMessage {
+            message: StageMessage {
+                execution_id: id.clone(),
+                stage,
+                not_before,
+            },
+            receipt: "injected".into(),
+            receive_count: 1,
+        }
+    }
+
+    #[tokio::test]
+    async fn two_stages_run_in_order_and_the_second_reads_the_first() {
+        let h = Harness::new(vec![ok(json!({"id": 17})), ok(json!({"sent": true}))]);
+        let id = h.seed("r1", json!({"name": "Ada"})).await;
+
+        assert_eq!(h.step().await, Disposition::Advanced);
+        assert_eq!(pipeline_slots(&h).await, 1, "held while the run goes on");
+        let mid = h.record(&id).await;
+        assert_eq!(
+            (mid.status, mid.stage, mid.lease),
+            (ExecutionStatus::Running, 1, None)
+        );
+        assert_eq!(h.step().await, Disposition::Completed);
+
+        let done = h.record(&id).await;
+        assert_eq!(done.status, ExecutionStatus::Succeeded);
+        assert_eq!(done.lease, None);
+        assert_eq!(
+            h.kinds(&id).await,
+            [
+                EventKind::Received,
+                EventKind::StageStarted,
+                EventKind::ToolCalled,
+                EventKind::ToolSucceeded,
+                EventKind::StageSucceeded,
+                EventKind::StageStarted,
+                EventKind::ToolCalled,
+                EventKind::ToolSucceeded,
+                EventKind::Succeeded,
+            ]
+        );
+        let events = h.events(&id).await;
+        let seqs: Vec<u64> = events.iter().map(|e| e.seq).collect();
+        assert_eq!(seqs, (1..=9).collect::<Vec<_>>());
+        assert_eq!(events[3].detail["output"], json!({"id": 17}));
+        assert_eq!(events[3].stage, Some(0));
+        assert_eq!(events[7].stage, Some(1));
+
+        let calls = h.tools.calls();
+        assert_eq!(calls.len(), 2);
+        assert_eq!(calls[0].url, "http://crm.test/leads");
+        assert_eq!(calls[0].method, "POST");
+        assert_eq!(
+            calls[0].body,
+            Some(json!({"name": "Ada", "execution": id.as_str()}))
+        );
+        assert_eq!(
+            calls[0].headers,
+            [("Authorization".to_owned(), "Bearer t".to_owned())]
+        );
+        assert_eq!(calls[0].idempotency_key, format!("{id}:0"));
+        assert_eq!(calls[1].url, "http://crm.test/leads/17/notify");
+        assert_eq!(
+            calls[1].body,
+            Some(json!({"lead": 17, "text": "Lead 17 for acme"}))
+        );
+        assert_eq!(calls[1].idempotency_key, format!("{id}:1"));
+
+        assert_eq!(pipeline_slots(&h).await, 0, "released at the end");
+        assert_eq!(connector_slots(&h).await, 0);
+        assert!(h.app.backend.queue.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_retryable_failure_is_retried_after_backoff_with_the_same_key() {
+        let h = Harness::new(vec![failed(503, None), ok(json!({"id": 1}))]);
+        let id = h.seed("r1", json!({"name": "Ada"})).await;
+        let start = h.now();
+
+        let Disposition::RetryScheduled {
+            attempt,
+            delay_secs,
+        } = h.step().await
+        else {
+            panic!("a retry");
+        };
+        assert_eq!(attempt, 1);
+        assert!((10..=40).contains(&delay_secs), "{delay_secs}");
+        let record = h.record(&id).await;
+        assert_eq!(record.attempt_count, 1);
+        assert_eq!(record.status, ExecutionStatus::Running);
+        assert_eq!(record.lease, None);
+        assert_eq!(record.not_before, Some(start.plus_secs(delay_secs as i64)));
+        let events = h.events(&id).await;
+        let retry = events.last().unwrap();
+        assert_eq!(retry.kind, EventKind::RetryScheduled);
+        assert_eq!(retry.detail["attempt"], json!(1));
+        assert_eq!(events[events.len() - 2].kind, EventKind::ToolFailed);
+        assert_eq!(events[events.len() - 2].detail["status"], json!(503));
+        assert_eq!(connector_slots(&h).await, 0);
+
+        // The copy is on the queue, invisible until the backoff is over; the original is gone.
+        assert_eq!(h.app.backend.queue.len(), 1);
+        h.clock.advance_secs(delay_secs as i64 - 1);
+        assert!(h.receive().await.is_none());
+        h.clock.advance_secs(1);
+        assert_eq!(h.step().await, Disposition::Advanced);
+        assert_eq!(h.record(&id).await.attempt_count, 0);
+
+        let calls = h.tools.calls();
+        assert_eq!(calls.len(), 2);
+        assert_eq!(calls[0].idempotency_key, calls[1].idempotency_key);
+        assert_eq!(calls[0].idempotency_key, format!("{id}:0"));
+    }
+
+    #[tokio::test]
+    async fn retry_after_is_honoured_up_to_the_ceiling() {
+        let h = Harness::new(vec![failed(429, Some("35")), failed(429, Some("3600"))]);
+        h.seed("r1", json!({"name": "Ada"})).await;
+        assert_eq!(
+            h.step().await,
+            Disposition::RetryScheduled {
+                attempt: 1,
+                delay_secs: 35
+            }
+        );
+        h.clock.advance_secs(35);
+        assert_eq!(
+            h.step().await,
+            Disposition::RetryScheduled {
+                attempt: 2,
+                delay_secs: 40
+            }
+        );
+    }
+
+    #[tokio::test]
+    async fn exhausted_retries_block_the_run() {
+        let h = Harness::new(vec![failed(500, None), timed_out(), failed(502, None)]);
+        let id = h.seed("r1", json!({"name": "Ada"})).await;
+        for attempt in 1..=2 {
+            assert!(matches!(
+                h.step().await,
+                Disposition::RetryScheduled { attempt: a, .. } if a == attempt
+            ));
+            h.clock.advance_secs(40);
+        }
+        assert_eq!(
+            h.step().await,
+            Disposition::Blocked {
+                reason: "retries_exhausted".into()
+            }
+        );
+        let record = h.record(&id).await;
+        assert_eq!(record.status, ExecutionStatus::Blocked);
+        assert_eq!(record.blocked_reason.as_deref(), Some("retries_exhausted"));
+        assert_eq!(record.attempt_count, 3);
+        assert_eq!(record.lease, None);
+        let events = h.events(&id).await;
+        let blocked = events.last().unwrap();
+        assert_eq!(blocked.kind, EventKind::Blocked);
+        assert_eq!(blocked.detail["attempt_count"], json!(3));
+        assert_eq!(h.tools.calls().len(), 3);
+        assert_eq!(pipeline_slots(&h).await, 0);
+        assert!(h.app.backend.queue.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_non_retryable_answer_blocks_at_once() {
+        let h = Harness::new(vec![failed(404, None)]);
+        let id = h.seed("r1", json!({"name": "Ada"})).await;
+        assert_eq!(
+            h.step().await,
+            Disposition::Blocked {
+                reason: "non_retryable:404".into()
+            }
+        );
+        let record = h.record(&id).await;
+        assert_eq!(record.status, ExecutionStatus::Blocked);
+        assert_eq!(record.attempt_count, 1);
+        assert_eq!(h.tools.calls().len(), 1);
+        assert_eq!(pipeline_slots(&h).await, 0);
+        assert!(h.app.backend.queue.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_tool_marked_retry_on_4xx_retries_a_404() {
+        let h = Harness::new(vec![failed(404, None)]);
+        h.seed_from("probe", "p1", json!({})).await;
+        assert!(matches!(
+            h.step().await,
+            Disposition::RetryScheduled { attempt: 1, .. }
+        ));
+    }
+
+    #[tokio::test]
+    async fn an_open_breaker_defers_without_spending_an_attempt() {
+        let h = Harness::with_config(vec![failed(500, None)], |c| {
+            c.breaker.failure_threshold = 1;
+        });
+        let first = h.seed("r1", json!({"name": "Ada"})).await;
+        let second = h.seed("r2", json!({"name": "Bob"})).await;
+        assert!(matches!(h.step().await, Disposition::RetryScheduled { .. }));
+        assert_eq!(h.record(&first).await.attempt_count, 1);
+
+        let until = h.now().plus_secs(h.app.config.breaker.cooldown_secs);
+        assert_eq!(
+            h.step().await,
+            Disposition::Deferred {
+                reason: DeferCause::BreakerOpen,
+                until
+            }
+        );
+        let record = h.record(&second).await;
+        assert_eq!(record.attempt_count, 0);
+        assert_eq!(record.lease, None);
+        assert_eq!(record.not_before, Some(until));
+        let events = h.events(&second).await;
+        let deferred = events.last().unwrap();
+        assert_eq!(deferred.kind, EventKind::Deferred);
+        assert_eq!(deferred.detail["reason"], json!("breaker_open"));
+        assert_eq!(
+            h.tools.calls().len(),
+            1,
+            "no call while the breaker is open"
+        );
+    }
+
+    #[tokio::test]
+    async fn full_pipeline_slots_defer_until_a_run_ends() {
+        let h = Harness::with_config(vec![], |c| c.pipeline_concurrency_limit = 1);
+        let first = h.seed("r1", json!({"name": "Ada"})).await;
+        let second = h.seed("r2", json!({"name": "Bob"})).await;
+        assert_eq!(h.step().await, Disposition::Advanced);
+        assert_eq!(
+            h.step().await,
+            Disposition::Deferred {
+                reason: DeferCause::PipelineSlotsFull,
+                until: h.now().plus_secs(5)
+            }
+        );
+        let waiting = h.record(&second).await;
+        assert_eq!(waiting.status, ExecutionStatus::Queued);
+        assert_eq!((waiting.attempt_count, waiting.lease), (0, None));
+        assert_eq!(h.kinds(&second).await, [EventKind::Received]);
+
+        assert_eq!(h.step().await, Disposition::Completed);
+        assert_eq!(h.record(&first).await.status, ExecutionStatus::Succeeded);
+        h.clock.advance_secs(5);
+        assert_eq!(h.step().await, Disposition::Advanced);
+        assert_eq!(h.tools.calls().len(), 3);
+    }
+
+    #[tokio::test]
+    async fn full_connector_slots_defer_without_a_call() {
+        let h = Harness::new(vec![]);
+        let id = h.seed("r1", json!({"name": "Ada"})).await;
+        for _ in 0..2 {
+            let req = AdmissionRequest {
+                connector: crm(),
+                tool: ToolName::parse("create_lead").unwrap(),
+                tenant: crate::domain::ids::TenantId::parse("other").unwrap(),
+                holder: HolderId::random(),
+                limit: 2,
+                slot_ttl_secs: 60,
+                settings: h.app.config.breaker,
+                now: h.now(),
+            };
+            let admitted = h.app.backend.connectors().admit(&req).await.unwrap();
+            assert!(matches!(admitted, Admission::Admitted(_)));
+        }
+        assert_eq!(
+            h.step().await,
+            Disposition::Deferred {
+                reason: DeferCause::ConnectorSlotsFull,
+                until: h.now().plus_secs(5)
+            }
+        );
+        assert_eq!(h.record(&id).await.attempt_count, 0);
+        assert!(h.tools.calls().is_empty());
+        assert_eq!(h.kinds(&id).await.last(), Some(&EventKind::Deferred));
+    }
+
+    #[tokio::test]
+    async fn a_kill_switch_blocks_the_run() {
+        let h = Harness::new(vec![]);
+        let id = h.seed("r1", json!({"name": "Ada"})).await;
+        let switch = KillSwitch {
+            target: SwitchTarget::Connector { connector: crm() },
+            set_by: "ops@example.com".into(),
+            set_at: h.now(),
+            reason: "incident 42".into(),
+        };
+        h.app
+            .backend
+            .connectors()
+            .set_switch(switch, &[crm()])
+            .await
+            .unwrap();
+        let reason = "kill_switch:connector#crm".to_owned();
+        assert_eq!(
+            h.step().await,
+            Disposition::Blocked {
+                reason: reason.clone()
+            }
+        );
+        let record = h.record(&id).await;
+        assert_eq!(record.status, ExecutionStatus::Blocked);
+        assert_eq!(record.blocked_reason, Some(reason));
+        let events = h.events(&id).await;
+        let blocked = events.last().unwrap();
+        assert_eq!(blocked.kind, EventKind::Blocked);
+        assert_eq!(blocked.detail["set_by"], json!("ops@example.com"));
+        assert_eq!(blocked.detail["switch_reason"], json!("incident 42"));
+        assert!(h.tools.calls().is_empty());
+        assert_eq!(pipeline_slots(&h).await, 0);
+    }
+
+    #[tokio::test]
+    async fn a_message_for_a_finished_execution_has_no_effect() {
+        let h = Harness::new(vec![]);
+        let id = h.seed("r1", json!({"name": "Ada"})).await;
+        h.step().await;
+        assert_eq!(h.step().await, Disposition::Completed);
+        let before = (h.record(&id).await, h.events(&id).await.len());
+
+        h.send(&id, 0, None).await;
+        assert_eq!(
+            h.step().await,
+            Disposition::Skipped {
+                why: SkipReason::Finished
+            }
+        );
+        assert_eq!((h.record(&id).await, h.events(&id).await.len()), before);
+        assert_eq!(h.tools.calls().len(), 2);
+        assert!(h.app.backend.queue.is_empty());
+
+        let unknown = received(&ExecutionId::random(), 0, None);
+        let outcome = run_message(&h.app, &unknown, &h.worker).await.unwrap();
+        assert_eq!(
+            outcome,
+            Disposition::Skipped {
+                why: SkipReason::NotFound
+            }
+        );
+    }
+
+    #[tokio::test]
+    async fn a_lease_held_elsewhere_defers() {
+        let h = Harness::new(vec![]);
+        let id = h.seed("r1", json!({"name": "Ada"})).await;
+        let other = HolderId::random();
+        let executions = h.app.backend.executions();
+        executions
+            .acquire_lease(&id, &other, h.now(), 900)
+            .await
+            .unwrap();
+        let version = h.record(&id).await.version;
+
+        assert_eq!(
+            h.step().await,
+            Disposition::Deferred {
+                reason: DeferCause::LeaseHeld,
+                until: h.now().plus_secs(5)
+            }
+        );
+        assert_eq!(h.record(&id).await.version, version, "nothing written");
+        assert!(h.tools.calls().is_empty());
+        assert_eq!(h.app.backend.queue.len(), 1, "the copy");
+
+        // The lease runs out sooner than the usual wait: the copy comes back when it does.
+        executions
+            .acquire_lease(&id, &other, h.now().plus_secs(-898), 900)
+            .await
+            .unwrap();
+        let copy = h.receive().await;
+        assert!(copy.is_none());
+        h.clock.advance_secs(5);
+        let copy = h.receive().await.unwrap();
+        let again = run_message(&h.app, &copy, &h.worker).await.unwrap();
+        assert_eq!(
+            again,
+            Disposition::Advanced,
+            "the lease expired: taken over"
+        );
+    }
+
+    #[tokio::test]
+    async fn not_before_in_the_future_defers() {
+        let h = Harness::new(vec![]);
+        let id = h.seed("r1", json!({"name": "Ada"})).await;
+        let version = h.record(&id).await.version;
+        let later = h.now().plus_secs(100);
+        let outcome = run_message(&h.app, &received(&id, 0, Some(later)), &h.worker)
+            .await
+            .unwrap();
+        assert_eq!(
+            outcome,
+            Disposition::Deferred {
+                reason: DeferCause::NotBefore,
+                until: later
+            }
+        );
+        assert_eq!(h.record(&id).await.version, version, "no lease taken");
+        assert_eq!(
+            h.app.backend.queue.len(),
+            2,
+            "the seed message and the copy"
+        );
+
+        // The record's own not_before (a rate delay) holds back a message without one.
+        let delayed = h
+            .record_only("gh", "r2", json!({"name": "Bob"}), Some(later))
+            .await;
+        let outcome = run_message(&h.app, &received(&delayed, 0, None), &h.worker)
+            .await
+            .unwrap();
+        assert_eq!(
+            outcome,
+            Disposition::Deferred {
+                reason: DeferCause::NotBefore,
+                until: later
+            }
+        );
+        assert_eq!(h.record(&delayed).await.lease, None);
+        assert!(h.tools.calls().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_stale_stage_message_is_dropped_and_the_lease_given_back() {
+        let h = Harness::new(vec![]);
+        let id = h.seed("r1", json!({"name": "Ada"})).await;
+        assert_eq!(h.step().await, Disposition::Advanced);
+        let outcome = run_message(&h.app, &received(&id, 0, None), &h.worker)
+            .await
+            .unwrap();
+        assert_eq!(
+            outcome,
+            Disposition::Skipped {
+                why: SkipReason::StaleStage
+            }
+        );
+        assert_eq!(h.record(&id).await.lease, None);
+        assert_eq!(h.tools.calls().len(), 1);
+        assert_eq!(h.step().await, Disposition::Completed);
+    }
+
+    #[tokio::test]
+    async fn a_template_that_finds_nothing_blocks_the_run() {
+        let h = Harness::new(vec![]);
+        let id = h.seed("r1", json!({"title": "no name"})).await;
+        assert_eq!(
+            h.step().await,
+            Disposition::Blocked {
+                reason: "template:payload/name".into()
+            }
+        );
+        assert_eq!(h.record(&id).await.status, ExecutionStatus::Blocked);
+        assert!(h.tools.calls().is_empty());
+        assert_eq!(pipeline_slots(&h).await, 0);
+    }
+
+    #[tokio::test]
+    async fn an_oversize_output_is_recorded_as_truncated() {
+        let blob = "x".repeat(MAX_OUTPUT_BYTES);
+        let h = Harness::new(vec![ok(json!({ "id": 5, "blob": blob }))]);
+        let id = h.seed("r1", json!({"name": "Ada"})).await;
+        assert_eq!(h.step().await, Disposition::Advanced);
+        let events = h.events(&id).await;
+        let succeeded = events.last().unwrap();
+        assert_eq!(succeeded.kind, EventKind::StageSucceeded);
+        let tool = &events[events.len() - 2];
+        assert_eq!(tool.detail["output_truncated"], json!(true));
+        assert!(tool.detail.get("output").is_none());
+        // The next stage reads the output, which is not there.
+        assert_eq!(
+            h.step().await,
+            Disposition::Blocked {
+                reason: "template:stages.create/id".into()
+            }
+        );
+    }
+
+    #[tokio::test]
+    async fn a_batch_runs_duplicates_of_one_execution_one_after_another() {
+        let h = Harness::new(vec![]);
+        let first = h.seed("r1", json!({"name": "Ada"})).await;
+        h.send(&first, 0, None).await;
+        let second = h.seed("r2", json!({"name": "Bob"})).await;
+        let messages = h.app.backend.queue().receive(10, 60, 0).await.unwrap();
+        assert_eq!(messages.len(), 3);
+        let receipts: Vec<String> = messages.iter().map(|m| m.receipt.clone()).collect();
+
+        let results = run_batch(&h.app, &h.worker, messages).await;
+        let got: Vec<(String, Disposition)> = results
+            .into_iter()
+            .map(|(receipt, result)| (receipt, result.unwrap()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (receipts[0].clone(), Disposition::Advanced),
+                (
+                    receipts[1].clone(),
+                    Disposition::Skipped {
+                        why: SkipReason::StaleStage
+                    }
+                ),
+                (receipts[2].clone(), Disposition::Advanced),
+            ]
+        );
+        assert_eq!(h.tools.calls().len(), 2);
+        assert_eq!(h.record(&first).await.stage, 1);
+        assert_eq!(h.record(&second).await.stage, 1);
+    }
+
+    #[tokio::test]
+    async fn the_poll_loop_runs_a_pipeline_to_the_end_and_stops() {
+        let h = Harness::new(vec![ok(json!({"id": 3}))]);
+        let id = h.seed("r1", json!({"name": "Ada"})).await;
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let watcher = async {
+            for _ in 0..500 {
+                if h.record(&id).await.status == ExecutionStatus::Succeeded {
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+            stop.send(true).unwrap();
+        };
+        let (handled, ()) = tokio::join!(poll_queue(&h.app, h.worker.clone(), stopped), watcher);
+        assert_eq!(handled, 2);
+        assert_eq!(h.record(&id).await.status, ExecutionStatus::Succeeded);
+        assert!(h.app.backend.queue.is_empty(), "every message acked");
+    }
+
+    #[test]
+    fn pipeline_slot_holders_follow_the_execution_id() {
+        let id = ExecutionId::parse("exe_abc").unwrap();
+        assert_eq!(pipeline_slot_holder(&id).as_str(), "hld_exe_abc");
+        let long = ExecutionId::parse("e".repeat(256)).unwrap();
+        let holder = pipeline_slot_holder(&long);
+        assert_eq!(holder, pipeline_slot_holder(&long));
+        assert!(holder.as_str().starts_with("hld_"));
+    }
+
+    #[test]
+    fn errors_say_whether_to_redeliver() {
+        let id = ExecutionId::parse("exe_abc").unwrap();
+        let transient = ExecuteError::Store {
+            step: "ledger.append",
+            execution_id: id.clone(),
+            source: StoreError::Transient {
+                operation: "ledger.append",
+                source: "timeout".into(),
+            },
+        };
+        assert!(transient.is_retryable());
+        let rejected = ExecuteError::Store {
+            step: "ledger.append",
+            execution_id: id.clone(),
+            source: StoreError::InvalidInput {
+                operation: "ledger.append",
+                detail: "too big".into(),
+            },
+        };
+        assert!(!rejected.is_retryable());
+        let contention = ExecuteError::Contention {
+            what: "the ledger sequence",
+            execution_id: id,
+        };
+        assert!(contention.is_retryable());
+    }
+}

@@ -1,0 +1,1732 @@
+//! Use case: intake. `POST /webhooks/{source}`: verify one webhook delivery, record it once,
+//! and put the first stage of its pipeline on the stage queue.
+//!
+//! # Checks (no I/O: a rejected request stores and queues nothing)
+//!
+//! 1. The source is declared in the manifest, else 404 `unknown_source`.
+//! 2. The raw body is at most the source's `max_body_bytes`, else 413 `payload_too_large`
+//!    (before the signature, so an oversize body costs no HMAC).
+//! 3. The signature verifies with the source's secret (`domain::signature::verify`), else 401
+//!    `missing_signature`, `malformed_signature`, `invalid_signature` or `stale_signature`.
+//! 4. The content type, when given, is JSON (`application/json` or `application/*+json`), else
+//!    415 `unsupported_media_type`; the body parses as JSON, else 400 `invalid_json`.
+//! 5. The delivery id, tenant and every run key part resolve (`ValueSource::resolve`; the parts
+//!    are joined with `:`), else 400 `missing_field` naming the field and where it was looked
+//!    for; a value that is not a valid id (too long, a `#` in a tenant, ...) is 400
+//!    `invalid_field`.
+//! 6. The RECEIVED ledger event fits the ledger (see *Payload size*), else 413
+//!    `payload_too_large`.
+//!
+//! # Writes (what the happy path costs)
+//!
+//! | step | port call | AWS request |
+//! |---|---|---|
+//! | claim the delivery id (TTL `DELIVERY_DEDUPE_TTL_SECONDS`) | `deliveries().claim` | DynamoDB PutItem |
+//! | count it in the source's rate window | `rate().register` | DynamoDB UpdateItem (+1 per full minute when over) |
+//! | RECEIVED, seq 1, `{"payload", "delivery_id", "source"}` | `ledger().append` | DynamoDB PutItem |
+//! | the execution, id from (source, run key), `not_before` = now + delay | `executions().create` | DynamoDB PutItem |
+//! | DELAYED, seq 2 (only when over the rate) | `ledger().append` | DynamoDB PutItem |
+//! | stage 0 message, delayed to `not_before` | `queue().send` | SQS SendMessage |
+//! | execution RECEIVED -> QUEUED | `executions().update` | DynamoDB UpdateItem |
+//! | delivery RECEIVED -> QUEUED | `deliveries().mark_queued` | DynamoDB UpdateItem |
+//!
+//! A new delivery within the rate costs 7 requests (6 DynamoDB + 1 SQS); a delayed one 8 or
+//! more; a duplicate 1, or 2 (claim + execution read) while its delivery record is still
+//! RECEIVED (see below); a delivery that joins an existing run 4 (claim, rate, a refused ledger
+//! append, a refused create; its delivery record stays RECEIVED, pointing at that run).
+//!
+//! The RECEIVED event is written *before* the execution record, so an execution never exists
+//! without its payload: if intake dies between the two, what is left is an event no execution
+//! points to (harmless), never a run the executor cannot render. A delivery that joins an
+//! existing run (same run key) finds seq 1 taken, writes nothing there, and finds the
+//! execution existing: it answers 202 `accepted` and queues no message. An execution's
+//! payload is thus the first payload recorded for its run key.
+//!
+//! # Payload size
+//!
+//! The executor renders tool requests from the payload stored in the RECEIVED event, and a
+//! ledger event's `detail` is capped at [`MAX_DETAIL_BYTES`] (64 KiB of serialized JSON). A
+//! body passes two limits: the source's `max_body_bytes` on the raw bytes (at most 256 KiB by
+//! default), and the ledger cap on the compact re-serialization of the whole detail
+//! (`{"payload", "delivery_id", "source"}`), computed exactly as the ledger adapters measure it
+//! and checked before any write. Over either: 413 `payload_too_large`, and the sender learns at
+//! once that the delivery was not taken. So the effective limit is the smaller of the two:
+//! pretty-printed bodies shrink when re-serialized, but compact payloads over about 64 KiB are
+//! refused whatever `max_body_bytes` says. Truncating (`{"payload_truncated": true}`) would
+//! accept work whose templates then fail or render wrong at run time; splitting the payload
+//! over several events would make every reader reassemble it. Taking larger payloads needs
+//! storage beside the ledger (S3 or chunked items), a change of the ledger port.
+//!
+//! # Failures and retries (idempotence)
+//!
+//! A store error answers 503 `unavailable` (retryable): every step is a conditional or
+//! idempotent write, so the sender's retry is always safe.
+//! - Claim written, a later step failed before the message was sent: the delivery record
+//!   stays RECEIVED (never QUEUED), so the retry finds a duplicate that is not done. If the
+//!   execution does not exist yet, the retry resumes the flow (rate, RECEIVED, create, send)
+//!   and answers 202; if it exists (created, message not sent), the retry answers 200
+//!   `duplicate` and the sweeper re-queues the RECEIVED execution after its grace period.
+//!   Either way nothing is stranded. (A resumed delivery may count twice in the rate window.)
+//! - Once the message is on the queue the request has succeeded: a failure to mark the
+//!   execution or the delivery QUEUED is logged, not answered. The sweeper may then re-queue
+//!   the execution; the executor drops the extra message (stage check, lease).
+//! - A duplicate whose record is QUEUED, or whose body hash or execution differ (a sender
+//!   reusing a delivery id), answers 200 `duplicate` with the recorded execution id.
+//!
+//! # Logging
+//!
+//! One structured line per request: `source`, `delivery_id`, `execution_id`, `outcome`
+//! (`accepted`, `delayed`, `duplicate`, `joined`, or the error code) and `status`. Never the
+//! secret, the signature or the payload.
+
+use std::collections::BTreeMap;
+
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+
+use crate::adapters::dynamodb::MAX_DETAIL_BYTES;
+use crate::app::App;
+use crate::domain::delivery::{ClaimOutcome, DeliveryClaim, DeliveryRecord, DeliveryStatus};
+use crate::domain::execution::{
+    CreateOutcome, ExecutionChange, ExecutionStatus, NewExecution, UpdateOutcome,
+};
+use crate::domain::ids::{DeliveryId, ExecutionId, PipelineName, RunKey, SourceId, TenantId};
+use crate::domain::ledger::{EventKind, LedgerEvent};
+use crate::domain::rate::RateDecision;
+use crate::domain::signature::{self, SignatureError};
+use crate::domain::time::Timestamp;
+use crate::edge::{EdgeRequest, EdgeResponse};
+use crate::error::StoreError;
+use crate::manifest::ValueSource;
+use crate::ports::{
+    Backend, DeliveryStore, ExecutionStore, Ledger, RateLimiter, StageMessage, StageQueue,
+    ToolClient,
+};
+
+/// The route prefix: `POST /webhooks/{source}`.
+pub const WEBHOOK_PATH_PREFIX: &str = "/webhooks/";
+
+/// Sequence number of the RECEIVED event.
+pub const RECEIVED_SEQ: u64 = 1;
+/// Sequence number of the DELAYED event, when there is one.
+pub const DELAYED_SEQ: u64 = 2;
+
+/// The longest content type quoted back in an error message.
+const MAX_QUOTED_CONTENT_TYPE: usize = 100;
+
+/// A delivery intake took (or had already taken).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Accepted {
+    /// A new execution, queued to run now: 202 `accepted`.
+    Queued { execution_id: ExecutionId },
+    /// A new execution, queued to run after the rate delay: 202 `delayed`.
+    Delayed {
+        execution_id: ExecutionId,
+        delay_seconds: u64,
+    },
+    /// This delivery id was taken before: 200 `duplicate`.
+    Duplicate { execution_id: ExecutionId },
+    /// A new delivery for a run key that already has an execution: 202 `accepted`, no new
+    /// message.
+    Joined { execution_id: ExecutionId },
+}
+
+impl Accepted {
+    /// The execution the delivery belongs to.
+    pub fn execution_id(&self) -> &ExecutionId {
+        match self {
+            Accepted::Queued { execution_id }
+            | Accepted::Delayed { execution_id, .. }
+            | Accepted::Duplicate { execution_id }
+            | Accepted::Joined { execution_id } => execution_id,
+        }
+    }
+
+    /// The outcome as logged: `accepted`, `delayed`, `duplicate` or `joined`.
+    pub fn outcome(&self) -> &'static str {
+        match self {
+            Accepted::Queued { .. } => "accepted",
+            Accepted::Delayed { .. } => "delayed",
+            Accepted::Duplicate { .. } => "duplicate",
+            Accepted::Joined { .. } => "joined",
+        }
+    }
+
+    /// 200 for a duplicate, else 202.
+    pub fn status(&self) -> u16 {
+        match self {
+            Accepted::Duplicate { .. } => 200,
+            _ => 202,
+        }
+    }
+
+    /// The answer: `{"execution_id", "status", "delay_seconds"?}`.
+    pub fn into_response(self) -> EdgeResponse {
+        let status = self.status();
+        let body = match self {
+            Accepted::Queued { execution_id } | Accepted::Joined { execution_id } => {
+                json!({ "execution_id": execution_id, "status": "accepted" })
+            }
+            Accepted::Delayed {
+                execution_id,
+                delay_seconds,
+            } => json!({
+                "execution_id": execution_id,
+                "status": "delayed",
+                "delay_seconds": delay_seconds,
+            }),
+            Accepted::Duplicate { execution_id } => {
+                json!({ "execution_id": execution_id, "status": "duplicate" })
+            }
+        };
+        EdgeResponse::json(status, body)
+    }
+}
+
+/// Why a delivery was not taken. Messages never hold secrets, signatures or payloads.
+#[derive(Debug, thiserror::Error)]
+pub enum IntakeError {
+    /// No source of that name in the manifest.
+    #[error("no source named `{0}`")]
+    UnknownSource(String),
+    /// The raw body is over the source's `max_body_bytes`.
+    #[error("body is {size} bytes, over this source's {limit}-byte limit")]
+    PayloadTooLarge { size: usize, limit: usize },
+    /// The payload, as stored in the ledger, is over the ledger's cap.
+    #[error("payload is {size} bytes as stored, over the {limit}-byte limit of the ledger")]
+    PayloadTooLargeToStore { size: usize, limit: usize },
+    /// The signature is missing, malformed, wrong or stale.
+    #[error(transparent)]
+    Signature(#[from] SignatureError),
+    /// The source has no signing secret loaded (a deployment fault).
+    #[error("source `{0}` has no signing secret configured")]
+    MissingSecret(SourceId),
+    /// A content type other than JSON.
+    #[error("content type `{0}` is not supported; send application/json")]
+    UnsupportedMediaType(String),
+    /// The body is not JSON.
+    #[error("body is not valid JSON: {0}")]
+    InvalidJson(String),
+    /// A value the source's configuration needs is absent (or empty).
+    #[error("missing field `{field}` (looked for: {location})")]
+    MissingField { field: String, location: String },
+    /// A value is present but not usable as an id.
+    #[error("invalid field `{field}`: {reason}")]
+    InvalidField { field: String, reason: String },
+    /// The backend failed; the sender should retry.
+    #[error("temporarily unavailable, retry later")]
+    Unavailable(#[from] StoreError),
+}
+
+impl IntakeError {
+    /// The HTTP status.
+    pub fn status(&self) -> u16 {
+        match self {
+            IntakeError::UnknownSource(_) => 404,
+            IntakeError::PayloadTooLarge { .. } | IntakeError::PayloadTooLargeToStore { .. } => 413,
+            IntakeError::Signature(_) => 401,
+            IntakeError::MissingSecret(_) => 500,
+            IntakeError::UnsupportedMediaType(_) => 415,
+            IntakeError::InvalidJson(_)
+            | IntakeError::MissingField { .. }
+            | IntakeError::InvalidField { .. } => 400,
+            IntakeError::Unavailable(_) => 503,
+        }
+    }
+
+    /// The stable machine-readable code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            IntakeError::UnknownSource(_) => "unknown_source",
+            IntakeError::PayloadTooLarge { .. } | IntakeError::PayloadTooLargeToStore { .. } => {
+                "payload_too_large"
+            }
+            IntakeError::Signature(e) => e.code(),
+            IntakeError::MissingSecret(_) => "internal_error",
+            IntakeError::UnsupportedMediaType(_) => "unsupported_media_type",
+            IntakeError::InvalidJson(_) => "invalid_json",
+            IntakeError::MissingField { .. } => "missing_field",
+            IntakeError::InvalidField { .. } => "invalid_field",
+            IntakeError::Unavailable(_) => "unavailable",
+        }
+    }
+
+    /// Whether the sender should send the same request again later. Only backend failures:
+    /// every write is idempotent, so a retry is always safe.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, IntakeError::Unavailable(_))
+    }
+
+    /// The error answer, `{"error": {"code", "message"}}`.
+    pub fn into_response(self) -> EdgeResponse {
+        EdgeResponse::error(self.status(), self.code(), self.to_string())
+    }
+}
+
+/// Routes `POST /webhooks/{source}`; any other path is 404 `not_found`, another method on the
+/// webhook path 405 `method_not_allowed`.
+#[tracing::instrument(skip_all, fields(method = %req.method))]
+pub async fn handle<B: Backend, T: ToolClient>(app: &App<B, T>, req: EdgeRequest) -> EdgeResponse {
+    let source = match route(&req.method, &req.path) {
+        Ok(source) => source,
+        Err(refused) => {
+            let outcome = refused.body["error"]["code"].as_str().unwrap_or("refused");
+            tracing::info!(
+                path = %req.path,
+                outcome,
+                status = refused.status,
+                "webhook route refused"
+            );
+            return refused;
+        }
+    };
+    match accept_webhook(app, source, &req.headers, &req.body).await {
+        Ok(accepted) => accepted.into_response(),
+        Err(error) => error.into_response(),
+    }
+}
+
+/// The source named by a webhook path, or the routing answer.
+fn route<'p>(method: &str, path: &'p str) -> Result<&'p str, EdgeResponse> {
+    let source = path
+        .strip_prefix(WEBHOOK_PATH_PREFIX)
+        .filter(|rest| !rest.is_empty() && !rest.contains('/'))
+        .ok_or_else(|| EdgeResponse::error(404, "not_found", "no such route"))?;
+    if !method.eq_ignore_ascii_case("POST") {
+        return Err(EdgeResponse::error(
+            405,
+            "method_not_allowed",
+            "webhooks are delivered with POST",
+        ));
+    }
+    Ok(source)
+}
+
+/// Takes one delivery of `source`: the checks, then the writes (see the module docs). Logs one
+/// line with the outcome.
+#[tracing::instrument(skip_all, fields(source = %source))]
+pub async fn accept_webhook<B: Backend, T: ToolClient>(
+    app: &App<B, T>,
+    source: &str,
+    headers: &BTreeMap<String, String>,
+    body: &[u8],
+) -> Result<Accepted, IntakeError> {
+    let now = app.clock.now();
+    let mut known: Option<(DeliveryId, ExecutionId)> = None;
+    let result = match inspect(app, source, headers, body, now) {
+        Ok(delivery) => {
+            known = Some((delivery.delivery_id.clone(), delivery.execution_id.clone()));
+            record(app, delivery, now).await
+        }
+        Err(error) => Err(error),
+    };
+    log_outcome(source, known.as_ref(), &result);
+    result
+}
+
+/// A delivery that passed every check, ready to record.
+#[derive(Debug)]
+struct Delivery {
+    source: SourceId,
+    delivery_id: DeliveryId,
+    tenant: TenantId,
+    run_key: RunKey,
+    execution_id: ExecutionId,
+    pipeline: PipelineName,
+    payload_hash: String,
+    rate_limit: u32,
+    /// The RECEIVED event's detail, already checked against the ledger cap.
+    received_detail: Value,
+}
+
+/// Checks 1-6. Reads the manifest and the secrets; calls no port.
+fn inspect<B: Backend, T: ToolClient>(
+    app: &App<B, T>,
+    source: &str,
+    headers: &BTreeMap<String, String>,
+    body: &[u8],
+    now: Timestamp,
+) -> Result<Delivery, IntakeError> {
+    // 1. A name that is not a valid source id cannot be declared either.
+    let (source_id, spec) = SourceId::parse(source)
+        .ok()
+        .and_then(|id| app.manifest.sources.get_key_value(&id))
+        .ok_or_else(|| IntakeError::UnknownSource(source.to_owned()))?;
+
+    // 2.
+    if body.len() > spec.max_body_bytes {
+        return Err(IntakeError::PayloadTooLarge {
+            size: body.len(),
+            limit: spec.max_body_bytes,
+        });
+    }
+
+    // 3.
+    let secret = app
+        .secrets
+        .source_secret(source_id)
+        .ok_or_else(|| IntakeError::MissingSecret(source_id.clone()))?;
+    signature::verify(&spec.scheme, secret, headers, body, now)?;
+
+    // 4.
+    if let Some(content_type) = signature::Headers::header(headers, "content-type") {
+        if !is_json_media_type(content_type) {
+            let quoted: String = content_type.chars().take(MAX_QUOTED_CONTENT_TYPE).collect();
+            return Err(IntakeError::UnsupportedMediaType(quoted));
+        }
+    }
+    let payload: Value =
+        serde_json::from_slice(body).map_err(|e| IntakeError::InvalidJson(e.to_string()))?;
+
+    // 5.
+    let delivery_id = resolve(&spec.delivery_id, "delivery_id", &payload, headers)?;
+    let delivery_id = DeliveryId::parse(delivery_id).map_err(|e| invalid("delivery_id", e))?;
+    let tenant = resolve(&spec.tenant, "tenant", &payload, headers)?;
+    let tenant = TenantId::parse(tenant).map_err(|e| invalid("tenant", e))?;
+    let parts = spec
+        .run_key
+        .iter()
+        .enumerate()
+        .map(|(i, part)| resolve(part, &format!("run_key[{i}]"), &payload, headers))
+        .collect::<Result<Vec<_>, _>>()?;
+    let run_key = RunKey::parse(parts.join(":")).map_err(|e| invalid("run_key", e))?;
+
+    // 6. Measured as the ledger adapters measure it.
+    let received_detail = json!({
+        "payload": payload,
+        "delivery_id": delivery_id,
+        "source": source_id,
+    });
+    let stored = serde_json::to_string(&received_detail).map_or(usize::MAX, |s| s.len());
+    if stored > MAX_DETAIL_BYTES {
+        return Err(IntakeError::PayloadTooLargeToStore {
+            size: stored,
+            limit: MAX_DETAIL_BYTES,
+        });
+    }
+
+    Ok(Delivery {
+        execution_id: ExecutionId::for_run_key(source_id, &run_key),
+        source: source_id.clone(),
+        delivery_id,
+        tenant,
+        run_key,
+        pipeline: spec.pipeline.clone(),
+        payload_hash: hex::encode(Sha256::digest(body)),
+        rate_limit: spec
+            .rate_limit_per_minute
+            .unwrap_or(app.config.webhook_rate_limit_per_minute),
+        received_detail,
+    })
+}
+
+/// The writes, in the order the module docs give.
+async fn record<B: Backend, T: ToolClient>(
+    app: &App<B, T>,
+    delivery: Delivery,
+    now: Timestamp,
+) -> Result<Accepted, IntakeError> {
+    let backend = &app.backend;
+    let claim = DeliveryClaim {
+        source: delivery.source.clone(),
+        delivery_id: delivery.delivery_id.clone(),
+        tenant: delivery.tenant.clone(),
+        execution_id: delivery.execution_id.clone(),
+        payload_hash: delivery.payload_hash.clone(),
+    };
+    let ttl = app.config.delivery_dedupe_ttl_secs;
+    let resumed = match backend.deliveries().claim(claim, now, ttl).await? {
+        ClaimOutcome::Claimed(_) => false,
+        ClaimOutcome::Duplicate(earlier) => {
+            if !resumable(&earlier, &delivery)
+                || backend
+                    .executions()
+                    .get(&earlier.execution_id)
+                    .await?
+                    .is_some()
+            {
+                return Ok(Accepted::Duplicate {
+                    execution_id: earlier.execution_id,
+                });
+            }
+            // Claimed before, but the attempt that claimed it stopped before the execution
+            // existed (or is still running: the conditional writes below settle the race).
+            true
+        }
+    };
+
+    let delay_secs = match backend
+        .rate()
+        .register(&delivery.source, delivery.rate_limit, now)
+        .await?
+    {
+        RateDecision::Within => 0,
+        RateDecision::Over { delay_secs } => delay_secs,
+    };
+    // Rate delays stay within the limiter's horizon (about an hour); the cap only guards the
+    // arithmetic.
+    let not_before = (delay_secs > 0).then(|| now.plus_secs(delay_secs.min(86_400) as i64));
+
+    // Seq 1 taken means another delivery of this run key (or an earlier attempt of this one)
+    // recorded its payload first; that one stays.
+    backend
+        .ledger()
+        .append(LedgerEvent {
+            execution_id: delivery.execution_id.clone(),
+            seq: RECEIVED_SEQ,
+            at: now,
+            kind: EventKind::Received,
+            stage: None,
+            detail: delivery.received_detail,
+        })
+        .await?;
+
+    let created = backend
+        .executions()
+        .create(
+            NewExecution {
+                id: delivery.execution_id.clone(),
+                tenant: delivery.tenant,
+                source: delivery.source.clone(),
+                pipeline: delivery.pipeline,
+                run_key: delivery.run_key,
+                replay_of: None,
+                not_before,
+            },
+            now,
+        )
+        .await?;
+    let execution = match created {
+        CreateOutcome::Created(execution) => execution,
+        CreateOutcome::Existing(existing) if resumed => {
+            return Ok(Accepted::Duplicate {
+                execution_id: existing.id,
+            })
+        }
+        CreateOutcome::Existing(existing) => {
+            return Ok(Accepted::Joined {
+                execution_id: existing.id,
+            })
+        }
+    };
+
+    if let Some(not_before) = not_before {
+        backend
+            .ledger()
+            .append(LedgerEvent {
+                execution_id: execution.id.clone(),
+                seq: DELAYED_SEQ,
+                at: now,
+                kind: EventKind::Delayed,
+                stage: Some(0),
+                detail: json!({ "delay_seconds": delay_secs, "not_before": not_before }),
+            })
+            .await?;
+    }
+
+    let message = StageMessage {
+        execution_id: execution.id.clone(),
+        stage: 0,
+        not_before,
+    };
+    backend.queue().send(&message, now).await?;
+
+    // The work is on the queue: from here on, failures are logged, not answered.
+    let queued = ExecutionChange {
+        status: Some(ExecutionStatus::Queued),
+        ..ExecutionChange::default()
+    };
+    match backend
+        .executions()
+        .update(&execution.id, execution.version, queued, now)
+        .await
+    {
+        // A conflict means a worker already took the execution: it is past QUEUED.
+        Ok(UpdateOutcome::Updated(_) | UpdateOutcome::VersionConflict(_)) => {}
+        Ok(other) => tracing::warn!(
+            execution_id = %execution.id,
+            answer = ?other,
+            "execution not marked QUEUED"
+        ),
+        Err(error) => tracing::warn!(
+            execution_id = %execution.id,
+            error = %error,
+            "execution not marked QUEUED; the sweeper re-queues it"
+        ),
+    }
+    if let Err(error) = backend
+        .deliveries()
+        .mark_queued(&delivery.source, &delivery.delivery_id)
+        .await
+    {
+        tracing::warn!(
+            delivery_id = %delivery.delivery_id,
+            error = %error,
+            "delivery not marked QUEUED"
+        );
+    }
+
+    Ok(match not_before {
+        Some(_) => Accepted::Delayed {
+            execution_id: execution.id,
+            delay_seconds: delay_secs,
+        },
+        None => Accepted::Queued {
+            execution_id: execution.id,
+        },
+    })
+}
+
+/// Whether a duplicate claim should pick up where the first attempt stopped: its work was
+/// never queued, and it is the same delivery (same body, same execution).
+fn resumable(earlier: &DeliveryRecord, delivery: &Delivery) -> bool {
+    if earlier.payload_hash != delivery.payload_hash {
+        tracing::warn!(
+            delivery_id = %delivery.delivery_id,
+            "delivery id seen before with a different body; answered as a duplicate"
+        );
+        return false;
+    }
+    earlier.status == DeliveryStatus::Received && earlier.execution_id == delivery.execution_id
+}
+
+/// `application/json`, or any `application/*+json`, with or without parameters.
+fn is_json_media_type(content_type: &str) -> bool {
+    let essence = content_type.split(';').next().unwrap_or_default().trim();
+    let Some((kind, subtype)) = essence.split_once('/') else {
+        return false;
+    };
+    let subtype = subtype.to_ascii_lowercase();
+    kind.eq_ignore_ascii_case("application") && (subtype == "json" || subtype.ends_with("+json"))
+}
+
+/// A configured value for one delivery; absent and empty are both missing.
+fn resolve(
+    source: &ValueSource,
+    field: &str,
+    payload: &Value,
+    headers: &BTreeMap<String, String>,
+) -> Result<String, IntakeError> {
+    match source.resolve(payload, headers) {
+        Some(value) if !value.is_empty() => Ok(value),
+        _ => Err(IntakeError::MissingField {
+            field: field.to_owned(),
+            location: match source {
+                ValueSource::Value(_) => "a fixed value".to_owned(),
+                ValueSource::Pointer(pointer) => format!("JSON pointer {pointer}"),
+                ValueSource::Header(header) => format!("header {header}"),
+            },
+        }),
+    }
+}
+
+fn invalid(field: &str, error: crate::domain::ids::InvalidId) -> IntakeError {
+    IntakeError::InvalidField {
+        field: field.to_owned(),
+        reason: error.reason.to_owned(),
+    }
+}
+
+/// The one line per request.
+fn log_outcome(
+    source: &str,
+    known: Option<&(DeliveryId, ExecutionId)>,
+    result: &Result<Accepted, IntakeError>,
+) {
+    let delivery_id = known.map_or("", |(d, _)| d.as_str());
+    let execution_id = match result {
+        Ok(accepted) => accepted.execution_id().as_str(),
+        Err(_) => known.map_or("", |(_, e)| e.as_str()),
+    };
+    match result {
+        Ok(accepted) => tracing::info!(
+            source,
+            delivery_id,
+            execution_id,
+            outcome = accepted.outcome(),
+            status = accepted.status(),
+            "webhook taken"
+        ),
+        Err(IntakeError::Unavailable(cause)) => tracing::error!(
+            source,
+            delivery_id,
+            execution_id,
+            outcome = "unavailable",
+            status = 503,
+            error = %cause,
+            retryable = cause.is_retryable(),
+            "webhook not taken: backend failure"
+        ),
+        Err(error) if error.status() >= 500 => tracing::error!(
+            source,
+            delivery_id,
+            execution_id,
+            outcome = error.code(),
+            status = error.status(),
+            error = %error,
+            "webhook not taken"
+        ),
+        Err(error) => tracing::warn!(
+            source,
+            delivery_id,
+            execution_id,
+            outcome = error.code(),
+            status = error.status(),
+            error = %error,
+            "webhook refused"
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::adapters::backend::MemoryBackend;
+    use crate::adapters::memory::{
+        MemoryConnectorStore, MemoryDeliveryStore, MemoryExecutionStore, MemoryLedger,
+        MemoryRateLimiter, MemorySemaphoreStore, MemoryStageQueue,
+    };
+    use crate::clock::{Clock, FakeClock};
+    use crate::config::ReliabilityConfig;
+    use crate::domain::signature::{sign_github, sign_hmac, sign_stripe};
+    use crate::domain::tool::{ToolFailure, ToolOutcome, ToolRequest};
+    use crate::manifest::{Manifest, Secrets};
+    use crate::ports::ReceivedMessage;
+
+    /// The signing secrets of the test sources.
+    const GH_SECRET: &[u8] = b"gh-test-secret";
+    const STRIPE_SECRET: &[u8] = b"whsec_test";
+    const HMAC_SECRET: &[u8] = b"hmac-test-secret";
+
+    /// 20 s into a minute window.
+    const START: i64 = 1_700_000_000;
+
+    const MANIFEST: &str = "\
+sources:
+  gh:
+    scheme: github
+    secret_env: GH_SECRET
+    tenant: acme
+    run_key:
+      - pointer: /repository/full_name
+      - pointer: /after
+    pipeline: p
+    rate_limit_per_minute: 2
+  small:
+    scheme: github
+    secret_env: GH_SECRET
+    tenant: { pointer: /org }
+    pipeline: p
+    max_body_bytes: 1024
+  big:
+    scheme: github
+    secret_env: GH_SECRET
+    tenant: acme
+    pipeline: p
+    max_body_bytes: 1000000
+  stripe:
+    scheme: stripe
+    secret_env: STRIPE_SECRET
+    tenant: { pointer: /account }
+    pipeline: p
+  generic:
+    scheme: hmac
+    secret_env: HMAC_SECRET
+    tenant: { header: X-Tenant }
+    pipeline: p
+connectors:
+  c:
+    base_url: http://127.0.0.1:9
+    tools:
+      t:
+        method: POST
+        path: /t
+pipelines:
+  p:
+    stages:
+      - connector: c
+        tool: t
+";
+
+    /// Tools are never called at intake.
+    #[derive(Debug, Clone)]
+    struct NoTools;
+
+    impl ToolClient for NoTools {
+        async fn call(&self, _request: &ToolRequest) -> ToolOutcome {
+            ToolOutcome::Failed {
+                status: None,
+                failure: ToolFailure::Connection,
+                retry_after_secs: None,
+                latency_ms: 0,
+                excerpt: String::new(),
+            }
+        }
+    }
+
+    fn id<T: std::str::FromStr>(s: &str) -> T
+    where
+        T::Err: std::fmt::Debug,
+    {
+        s.parse().expect("valid id")
+    }
+
+    fn app_on<B: Backend>(backend: B, clock: &FakeClock) -> App<B, NoTools> {
+        let manifest = Manifest::parse(MANIFEST, "test.yaml").expect("manifest");
+        let mut secrets = Secrets::default();
+        for source in ["gh", "small", "big"] {
+            secrets.insert_source_secret(id(source), GH_SECRET);
+        }
+        secrets.insert_source_secret(id("stripe"), STRIPE_SECRET);
+        secrets.insert_source_secret(id("generic"), HMAC_SECRET);
+        App {
+            backend,
+            tools: NoTools,
+            clock: Arc::new(clock.clone()),
+            manifest: Arc::new(manifest),
+            secrets: Arc::new(secrets),
+            config: Arc::new(ReliabilityConfig::from_lookup(|_| None).expect("defaults")),
+        }
+    }
+
+    fn setup() -> (App<MemoryBackend, NoTools>, FakeClock) {
+        let clock = FakeClock::at(Timestamp::from_secs(START));
+        let shared: Arc<dyn Clock> = Arc::new(clock.clone());
+        (app_on(MemoryBackend::new(shared), &clock), clock)
+    }
+
+    fn push(repo: &str, sha: &str) -> Vec<u8> {
+        serde_json::to_vec(&json!({
+            "ref": "refs/heads/main",
+            "after": sha,
+            "repository": {"full_name": repo},
+        }))
+        .expect("json")
+    }
+
+    fn github(source: &str, delivery: &str, body: Vec<u8>) -> EdgeRequest {
+        let signature = sign_github(GH_SECRET, &body);
+        EdgeRequest {
+            method: "POST".into(),
+            path: format!("/webhooks/{source}"),
+            headers: BTreeMap::from([
+                ("content-type".to_owned(), "application/json".to_owned()),
+                ("x-github-delivery".to_owned(), delivery.to_owned()),
+                ("x-github-event".to_owned(), "push".to_owned()),
+                ("x-hub-signature-256".to_owned(), signature),
+            ]),
+            body,
+            ..EdgeRequest::default()
+        }
+    }
+
+    fn with_header(mut req: EdgeRequest, name: &str, value: Option<&str>) -> EdgeRequest {
+        match value {
+            Some(value) => req.headers.insert(name.to_owned(), value.to_owned()),
+            None => req.headers.remove(name),
+        };
+        req
+    }
+
+    fn exec_id(response: &EdgeResponse) -> ExecutionId {
+        id(response.body["execution_id"]
+            .as_str()
+            .expect("an execution id"))
+    }
+
+    fn assert_error(response: &EdgeResponse, status: u16, code: &str) {
+        assert_eq!(response.status, status, "{response:?}");
+        assert_eq!(response.body["error"]["code"], json!(code), "{response:?}");
+        assert!(
+            response.body["error"]["message"].is_string(),
+            "{response:?}"
+        );
+    }
+
+    async fn visible(backend: &MemoryBackend) -> Vec<ReceivedMessage> {
+        let got = backend.queue.receive(10, 30, 0).await.expect("receive");
+        for message in &got {
+            backend
+                .queue
+                .retry_later(&message.receipt, 0)
+                .await
+                .expect("release");
+        }
+        got
+    }
+
+    /// Nothing at all was written for `delivery` of `source`.
+    async fn assert_nothing_stored(
+        app: &App<MemoryBackend, NoTools>,
+        source: &str,
+        delivery: &str,
+    ) {
+        let backend = &app.backend;
+        assert!(backend.queue.is_empty(), "a message was queued");
+        let record = backend
+            .deliveries
+            .get(&id(source), &id(delivery))
+            .await
+            .expect("get");
+        assert_eq!(record, None, "a delivery was recorded");
+        let stale = backend
+            .executions
+            .stale(
+                ExecutionStatus::Received,
+                Timestamp::from_secs(START + 86_400),
+                10,
+            )
+            .await
+            .expect("stale");
+        assert!(stale.is_empty(), "an execution was created: {stale:?}");
+    }
+
+    #[tokio::test]
+    async fn a_signed_delivery_is_recorded_once_and_queued() {
+        let (app, _) = setup();
+        let body = push("acme/app", "abc123");
+        let response = handle(&app, github("gh", "d-1", body.clone())).await;
+        assert_eq!(response.status, 202, "{response:?}");
+        assert_eq!(response.body["status"], json!("accepted"));
+        assert_eq!(response.body.get("delay_seconds"), None);
+        let execution_id = exec_id(&response);
+        assert_eq!(
+            execution_id,
+            ExecutionId::for_run_key(&id("gh"), &id("acme/app:abc123"))
+        );
+
+        let execution = app
+            .backend
+            .executions
+            .get(&execution_id)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(execution.status, ExecutionStatus::Queued);
+        assert_eq!(execution.tenant, id("acme"));
+        assert_eq!(execution.pipeline, id("p"));
+        assert_eq!(execution.run_key, id("acme/app:abc123"));
+        assert_eq!(execution.stage, 0);
+        assert_eq!(execution.not_before, None);
+
+        let messages = visible(&app.backend).await;
+        assert_eq!(messages.len(), 1);
+        assert_eq!(
+            messages[0].message,
+            StageMessage {
+                execution_id: execution_id.clone(),
+                stage: 0,
+                not_before: None
+            }
+        );
+
+        let events = app.backend.ledger.events(&execution_id).await.unwrap();
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0].seq, RECEIVED_SEQ);
+        assert_eq!(events[0].kind, EventKind::Received);
+        assert_eq!(events[0].at, Timestamp::from_secs(START));
+        let payload: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(
+            events[0].detail,
+            json!({"payload": payload, "delivery_id": "d-1", "source": "gh"})
+        );
+
+        let delivery = app
+            .backend
+            .deliveries
+            .get(&id("gh"), &id("d-1"))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(delivery.status, DeliveryStatus::Queued);
+        assert_eq!(delivery.execution_id, execution_id);
+        assert_eq!(delivery.payload_hash, hex::encode(Sha256::digest(&body)));
+    }
+
+    #[tokio::test]
+    async fn a_redelivery_is_a_duplicate_and_queues_nothing_more() {
+        let (app, clock) = setup();
+        let first = handle(&app, github("gh", "d-1", push("acme/app", "abc"))).await;
+        assert_eq!(first.status, 202);
+        clock.advance_secs(5);
+        let again = handle(&app, github("gh", "d-1", push("acme/app", "abc"))).await;
+        assert_eq!(again.status, 200, "{again:?}");
+        assert_eq!(
+            again.body,
+            json!({"execution_id": exec_id(&first), "status": "duplicate"})
+        );
+        assert_eq!(app.backend.queue.len(), 1);
+        assert_eq!(
+            app.backend
+                .ledger
+                .events(&exec_id(&first))
+                .await
+                .unwrap()
+                .len(),
+            1
+        );
+    }
+
+    #[tokio::test]
+    async fn a_second_delivery_of_a_run_key_joins_its_execution() {
+        let (app, _) = setup();
+        let first = handle(&app, github("gh", "d-1", push("acme/app", "abc"))).await;
+        // Same repository and head commit, another delivery (another event type, say).
+        let mut other = serde_json::from_slice::<Value>(&push("acme/app", "abc")).unwrap();
+        other["action"] = json!("completed");
+        let second = handle(
+            &app,
+            github("gh", "d-2", serde_json::to_vec(&other).unwrap()),
+        )
+        .await;
+        assert_eq!(second.status, 202, "{second:?}");
+        assert_eq!(
+            second.body,
+            json!({"execution_id": exec_id(&first), "status": "accepted"})
+        );
+        assert_eq!(app.backend.queue.len(), 1, "no second message");
+        let events = app.backend.ledger.events(&exec_id(&first)).await.unwrap();
+        assert_eq!(events.len(), 1);
+        assert_eq!(
+            events[0].detail["delivery_id"],
+            json!("d-1"),
+            "the first payload stays"
+        );
+        let joined = app
+            .backend
+            .deliveries
+            .get(&id("gh"), &id("d-2"))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(joined.execution_id, exec_id(&first));
+
+        let third = handle(&app, github("gh", "d-3", push("acme/app", "def"))).await;
+        assert_ne!(
+            exec_id(&third),
+            exec_id(&first),
+            "another commit is another run"
+        );
+        assert_eq!(app.backend.queue.len(), 2);
+    }
+
+    #[tokio::test]
+    async fn over_the_rate_limit_work_is_delayed_not_dropped() {
+        let (app, clock) = setup();
+        for (n, sha) in ["a1", "a2"].iter().enumerate() {
+            let r = handle(&app, github("gh", &format!("d-{n}"), push("acme/app", sha))).await;
+            assert_eq!(r.body["status"], json!("accepted"), "{r:?}");
+        }
+        let third = handle(&app, github("gh", "d-3", push("acme/app", "a3"))).await;
+        assert_eq!(third.status, 202, "{third:?}");
+        assert_eq!(third.body["status"], json!("delayed"));
+        let delay = third.body["delay_seconds"].as_u64().expect("delay_seconds");
+        assert!(delay > 0);
+        // The next minute window starts 40 s after START.
+        assert_eq!(delay, 40);
+
+        let execution_id = exec_id(&third);
+        let execution = app
+            .backend
+            .executions
+            .get(&execution_id)
+            .await
+            .unwrap()
+            .unwrap();
+        let not_before = Timestamp::from_secs(START + 40);
+        assert_eq!(execution.not_before, Some(not_before));
+        assert_eq!(execution.status, ExecutionStatus::Queued);
+        let events = app.backend.ledger.events(&execution_id).await.unwrap();
+        let kinds: Vec<_> = events.iter().map(|e| (e.seq, e.kind)).collect();
+        assert_eq!(
+            kinds,
+            [
+                (RECEIVED_SEQ, EventKind::Received),
+                (DELAYED_SEQ, EventKind::Delayed)
+            ]
+        );
+        assert_eq!(events[1].detail["delay_seconds"], json!(40));
+
+        assert_eq!(app.backend.queue.len(), 3);
+        let now_visible = visible(&app.backend).await;
+        assert_eq!(
+            now_visible.len(),
+            2,
+            "the delayed message is not visible yet"
+        );
+        assert!(now_visible
+            .iter()
+            .all(|m| m.message.execution_id != execution_id));
+        clock.advance_secs(40);
+        let later = visible(&app.backend).await;
+        let delayed = later
+            .iter()
+            .find(|m| m.message.execution_id == execution_id)
+            .expect("visible after the delay");
+        assert_eq!(delayed.message.not_before, Some(not_before));
+    }
+
+    #[tokio::test]
+    async fn unknown_sources_and_routes() {
+        let (app, _) = setup();
+        for source in ["nope", "a#b"] {
+            let r = handle(&app, github(source, "d-1", push("acme/app", "abc"))).await;
+            assert_error(&r, 404, "unknown_source");
+        }
+        let mut req = github("gh", "d-1", push("acme/app", "abc"));
+        for path in ["/webhooks/", "/webhooks/gh/extra", "/hooks/gh", "/"] {
+            req.path = path.to_owned();
+            assert_error(&handle(&app, req.clone()).await, 404, "not_found");
+        }
+        req.path = "/webhooks/gh".to_owned();
+        req.method = "GET".to_owned();
+        assert_error(&handle(&app, req.clone()).await, 405, "method_not_allowed");
+        req.method = "post".to_owned();
+        assert_eq!(
+            handle(&app, req).await.status,
+            202,
+            "methods are case-insensitive"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_bad_signature_is_refused_and_nothing_is_stored() {
+        let (app, _) = setup();
+        let body = push("acme/app", "abc");
+        let forged = sign_github(b"not-the-secret", &body);
+        let req = with_header(
+            github("gh", "d-1", body),
+            "x-hub-signature-256",
+            Some(&forged),
+        );
+        let response = handle(&app, req).await;
+        assert_error(&response, 401, "invalid_signature");
+        assert_nothing_stored(&app, "gh", "d-1").await;
+
+        // A signature over another body.
+        let req = github("gh", "d-1", push("acme/app", "abc"));
+        let tampered = EdgeRequest {
+            body: push("acme/app", "abd"),
+            ..req
+        };
+        assert_error(&handle(&app, tampered).await, 401, "invalid_signature");
+        assert_nothing_stored(&app, "gh", "d-1").await;
+    }
+
+    #[tokio::test]
+    async fn a_missing_or_malformed_signature_is_refused() {
+        let (app, _) = setup();
+        let unsigned = with_header(
+            github("gh", "d-1", push("acme/app", "abc")),
+            "x-hub-signature-256",
+            None,
+        );
+        let response = handle(&app, unsigned).await;
+        assert_error(&response, 401, "missing_signature");
+        assert!(response.body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("X-Hub-Signature-256"));
+        let malformed = with_header(
+            github("gh", "d-1", push("acme/app", "abc")),
+            "x-hub-signature-256",
+            Some("sha1=0000"),
+        );
+        assert_error(&handle(&app, malformed).await, 401, "malformed_signature");
+        assert_nothing_stored(&app, "gh", "d-1").await;
+    }
+
+    fn stripe(body: &[u8], t: i64) -> EdgeRequest {
+        EdgeRequest {
+            method: "POST".into(),
+            path: "/webhooks/stripe".into(),
+            headers: BTreeMap::from([
+                (
+                    "content-type".to_owned(),
+                    "application/json; charset=utf-8".to_owned(),
+                ),
+                (
+                    "stripe-signature".to_owned(),
+                    sign_stripe(STRIPE_SECRET, body, t),
+                ),
+            ]),
+            body: body.to_vec(),
+            ..EdgeRequest::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn stripe_deliveries_and_stale_timestamps() {
+        let (app, _) = setup();
+        let body = serde_json::to_vec(&json!({
+            "id": "evt_1", "type": "invoice.paid", "account": "acct_9"
+        }))
+        .unwrap();
+        let stale = handle(&app, stripe(&body, START - 301)).await;
+        assert_error(&stale, 401, "stale_signature");
+        let ahead = handle(&app, stripe(&body, START + 301)).await;
+        assert_error(&ahead, 401, "stale_signature");
+        assert_nothing_stored(&app, "stripe", "evt_1").await;
+
+        let fresh = handle(&app, stripe(&body, START - 299)).await;
+        assert_eq!(fresh.status, 202, "{fresh:?}");
+        // Delivery id (and run key) from /id, tenant from /account.
+        assert_eq!(
+            exec_id(&fresh),
+            ExecutionId::for_run_key(&id("stripe"), &id("evt_1"))
+        );
+        let execution = app
+            .backend
+            .executions
+            .get(&exec_id(&fresh))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(execution.tenant, id("acct_9"));
+        // Stripe retries sign again with a new timestamp: still the same delivery.
+        let retry = handle(&app, stripe(&body, START)).await;
+        assert_eq!(retry.status, 200);
+        assert_eq!(retry.body["status"], json!("duplicate"));
+    }
+
+    #[tokio::test]
+    async fn the_generic_hmac_scheme() {
+        let (app, _) = setup();
+        let body = br#"{"event":"build.finished"}"#.to_vec();
+        let req = EdgeRequest {
+            method: "POST".into(),
+            path: "/webhooks/generic".into(),
+            headers: BTreeMap::from([
+                (
+                    "x-sluice-signature".to_owned(),
+                    sign_hmac(HMAC_SECRET, &body, START),
+                ),
+                ("x-sluice-timestamp".to_owned(), START.to_string()),
+                ("x-sluice-delivery".to_owned(), "gen-1".to_owned()),
+                ("x-tenant".to_owned(), "team-a".to_owned()),
+            ]),
+            body,
+            ..EdgeRequest::default()
+        };
+        let response = handle(&app, req.clone()).await;
+        assert_eq!(
+            response.status, 202,
+            "{response:?} (no content type is accepted)"
+        );
+        let execution = app
+            .backend
+            .executions
+            .get(&exec_id(&response))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(execution.tenant, id("team-a"));
+
+        let bad_tenant = with_header(req, "x-tenant", Some("team#a"));
+        let bad_tenant = with_header(bad_tenant, "x-sluice-delivery", Some("gen-2"));
+        let response = handle(&app, bad_tenant).await;
+        assert_error(&response, 400, "invalid_field");
+        let record = app
+            .backend
+            .deliveries
+            .get(&id("generic"), &id("gen-2"))
+            .await
+            .unwrap();
+        assert_eq!(record, None);
+        assert_eq!(app.backend.queue.len(), 1);
+    }
+
+    /// A JSON body of exactly `len` bytes.
+    fn body_of(len: usize) -> Vec<u8> {
+        let base = serde_json::to_vec(&json!({"org": "acme", "pad": ""})).unwrap();
+        let pad = "x".repeat(len - base.len());
+        let body = serde_json::to_vec(&json!({"org": "acme", "pad": pad})).unwrap();
+        assert_eq!(body.len(), len);
+        body
+    }
+
+    #[tokio::test]
+    async fn a_body_over_the_source_limit_is_413() {
+        let (app, _) = setup();
+        let at_limit = handle(&app, github("small", "d-1", body_of(1024))).await;
+        assert_eq!(at_limit.status, 202, "{at_limit:?}");
+        let over = handle(&app, github("small", "d-2", body_of(1025))).await;
+        assert_error(&over, 413, "payload_too_large");
+        assert!(over.body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("1024"));
+        assert!(app
+            .backend
+            .deliveries
+            .get(&id("small"), &id("d-2"))
+            .await
+            .unwrap()
+            .is_none());
+        // Refused before the signature is even looked at.
+        let unsigned = with_header(
+            github("small", "d-3", body_of(2000)),
+            "x-hub-signature-256",
+            None,
+        );
+        assert_error(&handle(&app, unsigned).await, 413, "payload_too_large");
+    }
+
+    #[tokio::test]
+    async fn a_payload_the_ledger_cannot_hold_is_413_before_any_write() {
+        let (app, _) = setup();
+        let text = "y".repeat(MAX_DETAIL_BYTES);
+        let body = serde_json::to_vec(&json!({ "text": text })).unwrap();
+        let response = handle(&app, github("big", "d-1", body)).await;
+        assert_error(&response, 413, "payload_too_large");
+        assert!(response.body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("ledger"));
+        assert_nothing_stored(&app, "big", "d-1").await;
+
+        // Measured after re-serialization: indentation does not count.
+        let spread = json!({ "text": "z".repeat(MAX_DETAIL_BYTES - 1000) });
+        let zeros = vec![0; 300];
+        let payload = json!({ "a": spread, "b": zeros });
+        let pretty = serde_json::to_vec_pretty(&payload).unwrap();
+        let compact = serde_json::to_vec(&payload).unwrap();
+        assert!(pretty.len() > MAX_DETAIL_BYTES && compact.len() < MAX_DETAIL_BYTES - 200);
+        let response = handle(&app, github("big", "d-2", pretty)).await;
+        assert_eq!(response.status, 202, "{response:?}");
+    }
+
+    #[tokio::test]
+    async fn content_type_and_json_checks() {
+        let (app, _) = setup();
+        let form = with_header(
+            github("gh", "d-1", b"payload=%7B%7D".to_vec()),
+            "content-type",
+            Some("application/x-www-form-urlencoded"),
+        );
+        let response = handle(&app, form).await;
+        assert_error(&response, 415, "unsupported_media_type");
+
+        let not_json = github("gh", "d-1", b"{\"after\": ".to_vec());
+        assert_error(&handle(&app, not_json).await, 400, "invalid_json");
+        let empty = github("gh", "d-1", Vec::new());
+        assert_error(&handle(&app, empty).await, 400, "invalid_json");
+        assert_nothing_stored(&app, "gh", "d-1").await;
+
+        for (n, content_type) in [
+            "application/json",
+            "Application/JSON; charset=UTF-8",
+            "application/vnd.github+json",
+        ]
+        .iter()
+        .enumerate()
+        {
+            let req = with_header(
+                github("gh", &format!("ok-{n}"), push("acme/app", &format!("c{n}"))),
+                "content-type",
+                Some(content_type),
+            );
+            assert_eq!(handle(&app, req).await.status, 202, "{content_type}");
+        }
+        let no_type = with_header(
+            github("small", "ok-none", body_of(100)),
+            "content-type",
+            None,
+        );
+        assert_eq!(handle(&app, no_type).await.status, 202);
+    }
+
+    #[tokio::test]
+    async fn missing_fields_are_named() {
+        let (app, _) = setup();
+        let no_sha = serde_json::to_vec(&json!({"repository": {"full_name": "acme/app"}})).unwrap();
+        let response = handle(&app, github("gh", "d-1", no_sha)).await;
+        assert_error(&response, 400, "missing_field");
+        let message = response.body["error"]["message"].as_str().unwrap();
+        assert!(
+            message.contains("run_key[1]") && message.contains("/after"),
+            "{message}"
+        );
+        assert_nothing_stored(&app, "gh", "d-1").await;
+
+        let no_delivery = with_header(
+            github("gh", "d-1", push("acme/app", "abc")),
+            "x-github-delivery",
+            None,
+        );
+        let response = handle(&app, no_delivery).await;
+        assert_error(&response, 400, "missing_field");
+        let message = response.body["error"]["message"].as_str().unwrap();
+        assert!(message.contains("delivery_id") && message.contains("X-GitHub-Delivery"));
+
+        let empty_delivery = with_header(
+            github("gh", "d-1", push("acme/app", "abc")),
+            "x-github-delivery",
+            Some(""),
+        );
+        assert_error(&handle(&app, empty_delivery).await, 400, "missing_field");
+
+        let no_tenant = github("small", "d-1", br#"{"org": null}"#.to_vec());
+        let response = handle(&app, no_tenant).await;
+        assert_error(&response, 400, "missing_field");
+        assert!(response.body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("tenant"));
+        assert!(app.backend.queue.is_empty());
+    }
+
+    #[tokio::test]
+    async fn errors_carry_status_code_and_retryability() {
+        let cases: Vec<(IntakeError, u16, &str, bool)> = vec![
+            (
+                IntakeError::UnknownSource("x".into()),
+                404,
+                "unknown_source",
+                false,
+            ),
+            (
+                IntakeError::PayloadTooLarge { size: 2, limit: 1 },
+                413,
+                "payload_too_large",
+                false,
+            ),
+            (
+                IntakeError::Signature(SignatureError::Mismatch),
+                401,
+                "invalid_signature",
+                false,
+            ),
+            (
+                IntakeError::Signature(SignatureError::Stale {
+                    age_secs: 400,
+                    tolerance_secs: 300,
+                }),
+                401,
+                "stale_signature",
+                false,
+            ),
+            (
+                IntakeError::MissingSecret(id("gh")),
+                500,
+                "internal_error",
+                false,
+            ),
+            (
+                IntakeError::UnsupportedMediaType("text/plain".into()),
+                415,
+                "unsupported_media_type",
+                false,
+            ),
+            (
+                IntakeError::InvalidJson("eof".into()),
+                400,
+                "invalid_json",
+                false,
+            ),
+            (
+                IntakeError::Unavailable(StoreError::Transient {
+                    operation: "x",
+                    source: "boom".into(),
+                }),
+                503,
+                "unavailable",
+                true,
+            ),
+        ];
+        for (error, status, code, retryable) in cases {
+            assert_eq!(error.status(), status, "{error:?}");
+            assert_eq!(error.code(), code, "{error:?}");
+            assert_eq!(error.is_retryable(), retryable, "{error:?}");
+        }
+        let answer = IntakeError::Unavailable(StoreError::Transient {
+            operation: "queue.send",
+            source: "connection reset".into(),
+        })
+        .into_response();
+        assert_eq!(
+            answer.body,
+            json!({"error": {"code": "unavailable", "message": "temporarily unavailable, retry later"}})
+        );
+    }
+
+    #[tokio::test]
+    async fn a_source_without_a_secret_is_an_internal_error() {
+        let (mut app, _) = setup();
+        app.secrets = Arc::new(Secrets::default());
+        let response = handle(&app, github("gh", "d-1", push("acme/app", "abc"))).await;
+        assert_error(&response, 500, "internal_error");
+        assert_nothing_stored(&app, "gh", "d-1").await;
+    }
+
+    // --- failures mid-way -------------------------------------------------------------------
+
+    fn injected(operation: &'static str) -> StoreError {
+        StoreError::Transient {
+            operation,
+            source: "injected fault".into(),
+        }
+    }
+
+    #[derive(Debug, Clone)]
+    struct FlakyRate {
+        inner: MemoryRateLimiter,
+        fail: Arc<AtomicBool>,
+    }
+
+    impl RateLimiter for FlakyRate {
+        async fn register(
+            &self,
+            source: &SourceId,
+            limit_per_minute: u32,
+            now: Timestamp,
+        ) -> crate::ports::StoreResult<RateDecision> {
+            if self.fail.load(Ordering::SeqCst) {
+                return Err(injected("rate.register"));
+            }
+            self.inner.register(source, limit_per_minute, now).await
+        }
+    }
+
+    #[derive(Debug, Clone)]
+    struct FlakyQueue {
+        inner: MemoryStageQueue,
+        fail_sends: Arc<AtomicBool>,
+    }
+
+    impl StageQueue for FlakyQueue {
+        async fn send(
+            &self,
+            message: &StageMessage,
+            now: Timestamp,
+        ) -> crate::ports::StoreResult<()> {
+            if self.fail_sends.load(Ordering::SeqCst) {
+                return Err(injected("queue.send"));
+            }
+            self.inner.send(message, now).await
+        }
+
+        async fn receive(
+            &self,
+            max: u32,
+            visibility_secs: u32,
+            wait_secs: u32,
+        ) -> crate::ports::StoreResult<Vec<ReceivedMessage>> {
+            self.inner.receive(max, visibility_secs, wait_secs).await
+        }
+
+        async fn ack(&self, receipt: &str) -> crate::ports::StoreResult<()> {
+            self.inner.ack(receipt).await
+        }
+
+        async fn defer(
+            &self,
+            received: &ReceivedMessage,
+            until: Timestamp,
+            now: Timestamp,
+        ) -> crate::ports::StoreResult<()> {
+            self.inner.defer(received, until, now).await
+        }
+
+        async fn retry_later(
+            &self,
+            receipt: &str,
+            delay_secs: u32,
+        ) -> crate::ports::StoreResult<()> {
+            self.inner.retry_later(receipt, delay_secs).await
+        }
+    }
+
+    /// The memory backend, with a rate limiter and a queue that fail on demand.
+    #[derive(Debug, Clone)]
+    struct Flaky {
+        memory: MemoryBackend,
+        rate: FlakyRate,
+        queue: FlakyQueue,
+    }
+
+    impl Backend for Flaky {
+        type Deliveries = MemoryDeliveryStore;
+        type Executions = MemoryExecutionStore;
+        type Ledger = MemoryLedger;
+        type Semaphores = MemorySemaphoreStore;
+        type Connectors = MemoryConnectorStore;
+        type Rate = FlakyRate;
+        type Queue = FlakyQueue;
+
+        fn deliveries(&self) -> &Self::Deliveries {
+            &self.memory.deliveries
+        }
+        fn executions(&self) -> &Self::Executions {
+            &self.memory.executions
+        }
+        fn ledger(&self) -> &Self::Ledger {
+            &self.memory.ledger
+        }
+        fn semaphores(&self) -> &Self::Semaphores {
+            &self.memory.semaphores
+        }
+        fn connectors(&self) -> &Self::Connectors {
+            &self.memory.connectors
+        }
+        fn rate(&self) -> &Self::Rate {
+            &self.rate
+        }
+        fn queue(&self) -> &Self::Queue {
+            &self.queue
+        }
+    }
+
+    fn flaky() -> (App<Flaky, NoTools>, FakeClock) {
+        let clock = FakeClock::at(Timestamp::from_secs(START));
+        let memory = MemoryBackend::new(Arc::new(clock.clone()));
+        let backend = Flaky {
+            rate: FlakyRate {
+                inner: memory.rate.clone(),
+                fail: Arc::default(),
+            },
+            queue: FlakyQueue {
+                inner: memory.queue.clone(),
+                fail_sends: Arc::default(),
+            },
+            memory,
+        };
+        (app_on(backend, &clock), clock)
+    }
+
+    #[tokio::test]
+    async fn a_failed_send_leaves_the_run_to_the_sweeper_and_the_retry_is_a_duplicate() {
+        let (app, clock) = flaky();
+        let memory = &app.backend.memory;
+        app.backend.queue.fail_sends.store(true, Ordering::SeqCst);
+        let response = handle(&app, github("gh", "d-1", push("acme/app", "abc"))).await;
+        assert_error(&response, 503, "unavailable");
+
+        let execution_id = ExecutionId::for_run_key(&id("gh"), &id("acme/app:abc"));
+        let delivery = memory
+            .deliveries
+            .get(&id("gh"), &id("d-1"))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(delivery.status, DeliveryStatus::Received, "not QUEUED");
+        let execution = memory.executions.get(&execution_id).await.unwrap().unwrap();
+        assert_eq!(execution.status, ExecutionStatus::Received);
+        let events = memory.ledger.events(&execution_id).await.unwrap();
+        assert_eq!(
+            events[0].kind,
+            EventKind::Received,
+            "the payload is there for the sweeper"
+        );
+        assert!(memory.queue.is_empty());
+
+        // The sender retries: the run exists, so this is a duplicate; no message yet.
+        app.backend.queue.fail_sends.store(false, Ordering::SeqCst);
+        clock.advance_secs(10);
+        let retry = handle(&app, github("gh", "d-1", push("acme/app", "abc"))).await;
+        assert_eq!(retry.status, 200, "{retry:?}");
+        assert_eq!(exec_id(&retry), execution_id);
+        assert!(memory.queue.is_empty());
+        let delivery = memory
+            .deliveries
+            .get(&id("gh"), &id("d-1"))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(delivery.status, DeliveryStatus::Received);
+
+        // What the sweeper finds once its 60 s grace period is over.
+        clock.advance_secs(60);
+        let stranded = memory
+            .executions
+            .stale(ExecutionStatus::Received, clock.now().plus_secs(-60), 10)
+            .await
+            .unwrap();
+        assert_eq!(
+            stranded.iter().map(|e| &e.id).collect::<Vec<_>>(),
+            [&execution_id]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_retry_after_a_failure_before_the_execution_resumes_the_flow() {
+        let (app, _) = flaky();
+        let memory = &app.backend.memory;
+        app.backend.rate.fail.store(true, Ordering::SeqCst);
+        let response = handle(&app, github("gh", "d-1", push("acme/app", "abc"))).await;
+        assert_error(&response, 503, "unavailable");
+        let delivery = memory
+            .deliveries
+            .get(&id("gh"), &id("d-1"))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(delivery.status, DeliveryStatus::Received);
+        assert!(memory
+            .executions
+            .get(&delivery.execution_id)
+            .await
+            .unwrap()
+            .is_none());
+
+        app.backend.rate.fail.store(false, Ordering::SeqCst);
+        let retry = handle(&app, github("gh", "d-1", push("acme/app", "abc"))).await;
+        assert_eq!(retry.status, 202, "{retry:?}");
+        assert_eq!(retry.body["status"], json!("accepted"));
+        assert_eq!(memory.queue.len(), 1);
+        let delivery = memory
+            .deliveries
+            .get(&id("gh"), &id("d-1"))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(delivery.status, DeliveryStatus::Queued);
+
+        // Now done: a further redelivery is a plain duplicate.
+        let again = handle(&app, github("gh", "d-1", push("acme/app", "abc"))).await;
+        assert_eq!(again.status, 200);
+        assert_eq!(memory.queue.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_reused_delivery_id_with_another_body_is_a_duplicate_of_the_first() {
+        let (app, _) = setup();
+        let first = handle(&app, github("gh", "d-1", push("acme/app", "abc"))).await;
+        let reused = handle(&app, github("gh", "d-1", push("acme/app", "zzz"))).await;
+        assert_eq!(reused.status, 200);
+        assert_eq!(exec_id(&reused), exec_id(&first));
+        assert_eq!(app.backend.queue.len(), 1);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_redeliveries_make_one_execution_and_one_message() {
+        let (app, _) = setup();
+        let tasks: Vec<_> = (0..16)
+            .map(|_| {
+                let app = app.clone();
+                tokio::spawn(async move {
+                    handle(&app, github("gh", "d-1", push("acme/app", "abc"))).await
+                })
+            })
+            .collect();
+        let mut answers = Vec::new();
+        for task in tasks {
+            answers.push(task.await.expect("task"));
+        }
+        let taken = answers.iter().filter(|r| r.status == 202).count();
+        assert!(taken >= 1, "{answers:?}");
+        assert!(answers.iter().all(|r| r.status == 202 || r.status == 200));
+        assert!(answers.iter().all(|r| exec_id(r) == exec_id(&answers[0])));
+        assert_eq!(app.backend.queue.len(), 1);
+        let events = app
+            .backend
+            .ledger
+            .events(&exec_id(&answers[0]))
+            .await
+            .unwrap();
+        assert_eq!(events.len(), 1);
+    }
+}
