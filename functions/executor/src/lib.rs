@@ -3,9 +3,10 @@
 //!
 //! Each record's body is a JSON [`StageMessage`]; the records run through
 //! [`sluice::usecases::execute::run_batch`]. A record is reported as a batch item failure (SQS
-//! makes it visible again, and it counts toward the DLQ redrive) when its processing failed
-//! with a retryable error, or when its body is not a stage message (redrive then moves it to the
-//! DLQ, where it can be inspected). Every other record is reported as a success, and the Lambda
+//! makes it visible again, and it counts toward the DLQ redrive) when its processing failed,
+//! retryable or not, or when its body is not a stage message: a failure that keeps happening
+//! ends in the DLQ, where its depth alarm wakes someone, instead of leaving the run stuck
+//! without a trace. Every other record is reported as a success, and the Lambda
 //! SQS trigger deletes it: the use case never deletes a record itself. A deferral or a retry
 //! sends its own copy of the message before the record is reported, which is the same as
 //! `StageQueue::defer` with the delete left to the trigger.
@@ -86,13 +87,16 @@ pub async fn handle<B: Backend, T: ToolClient>(
         let message_id = message_ids.get(&receipt).cloned().unwrap_or_default();
         match result {
             Ok(_) => {}
-            Err(error) if error.is_retryable() => response.add_failure(message_id),
-            Err(error) => tracing::error!(
-                message_id = %message_id,
-                error = %error,
-                source = ?std::error::Error::source(&error),
-                "permanent failure; the record is dropped"
-            ),
+            Err(error) => {
+                tracing::error!(
+                    message_id = %message_id,
+                    error = %error,
+                    retryable = error.is_retryable(),
+                    source = ?std::error::Error::source(&error),
+                    "stage failed; SQS delivers the record again, then dead-letters it"
+                );
+                response.add_failure(message_id);
+            }
         }
     }
     response

@@ -4,82 +4,17 @@
 //!
 //! The webhook route has no authorizer, so the request carries no claims.
 
-use std::collections::BTreeMap;
-
-use lambda_http::http::header::{HeaderValue, CONTENT_TYPE};
-use lambda_http::http::StatusCode;
-use lambda_http::request::RequestContext;
-use lambda_http::{Body, Request, RequestExt, Response};
+use lambda_http::{Body, Request, Response};
+use sluice::adapters::apigw;
 use sluice::edge::{EdgeRequest, EdgeResponse};
 
-/// The request as the use case sees it: the method, the path without the stage prefix (still
-/// percent-encoded), the query (first value per name), the headers (lower-case names; UTF-8
-/// values only; repeated headers joined with `,`, as API Gateway itself joins them), the raw
-/// body bytes (base64 bodies decoded), and no claims.
+/// The request as intake sees it (see [`apigw::edge_request`]); the webhook route has no
+/// authorizer, so it carries no claims.
 pub fn edge_request(request: Request) -> EdgeRequest {
-    let path = path_without_stage(&request);
-    let mut query = BTreeMap::new();
-    if let Some(parameters) = request.query_string_parameters_ref() {
-        for (name, value) in parameters.iter() {
-            query
-                .entry(name.to_owned())
-                .or_insert_with(|| value.to_owned());
-        }
-    }
-    let mut headers: BTreeMap<String, String> = BTreeMap::new();
-    for (name, value) in request.headers() {
-        let Ok(value) = value.to_str() else {
-            continue;
-        };
-        // `HeaderName`s are lower case already.
-        headers
-            .entry(name.as_str().to_owned())
-            .and_modify(|joined| {
-                joined.push(',');
-                joined.push_str(value);
-            })
-            .or_insert_with(|| value.to_owned());
-    }
-    let method = request.method().as_str().to_owned();
-    let body = request.into_body().to_vec();
-    EdgeRequest {
-        method,
-        path,
-        query,
-        headers,
-        body,
-        claims: None,
-    }
+    apigw::edge_request(request, None)
 }
 
 /// The API Gateway answer: the status, `content-type: application/json` and the JSON body.
 pub fn http_response(answer: EdgeResponse) -> Response<Body> {
-    let mut response = Response::new(Body::Text(answer.body.to_string()));
-    *response.status_mut() =
-        StatusCode::from_u16(answer.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    response
-        .headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    response
-}
-
-/// `rawPath` carries the stage as its first segment for a named stage (`/prod/webhooks/x`),
-/// not for `$default`; the use cases route on the path without it.
-fn path_without_stage(request: &Request) -> String {
-    let raw = match request.raw_http_path() {
-        "" => request.uri().path(),
-        raw => raw,
-    };
-    let stage = match request.request_context_ref() {
-        Some(RequestContext::ApiGatewayV2(context)) => context.stage.as_deref(),
-        _ => None,
-    };
-    let Some(stage) = stage.filter(|s| !s.is_empty() && *s != "$default") else {
-        return raw.to_owned();
-    };
-    match raw.strip_prefix('/').and_then(|r| r.strip_prefix(stage)) {
-        Some("") => "/".to_owned(),
-        Some(rest) if rest.starts_with('/') => rest.to_owned(),
-        _ => raw.to_owned(),
-    }
+    apigw::lambda_response(answer)
 }

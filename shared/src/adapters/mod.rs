@@ -1,6 +1,7 @@
 //! Implementations of the ports: DynamoDB and SQS for deployments and the engine-backed tests,
 //! memory for the local run and fast tests. Only this module imports AWS SDK crates.
 
+pub mod apigw;
 pub mod backend;
 pub mod dynamodb;
 pub mod http_tool;

@@ -1075,12 +1075,11 @@ pub async fn poll_queue<B: Backend, T: ToolClient>(
         for (receipt, result) in run_batch(app, &worker, messages).await {
             handled += 1;
             let settled = match result {
-                Err(error) if error.is_retryable() => {
-                    queue.retry_later(&receipt, POLL_RETRY_SECS).await
-                }
+                // As in Lambda: a failure, retryable or not, is received again and, past the
+                // queue's redrive count, dead-lettered; never silently dropped.
                 Err(error) => {
-                    tracing::error!(error = %error, "dropping a message after a permanent failure");
-                    queue.ack(&receipt).await
+                    tracing::error!(error = %error, retryable = error.is_retryable(), "stage failed");
+                    queue.retry_later(&receipt, POLL_RETRY_SECS).await
                 }
                 Ok(_) => queue.ack(&receipt).await,
             };

@@ -63,8 +63,10 @@
 //! idempotent write, so the sender's retry is always safe.
 //! - Claim written, a later step failed before the message was sent: the delivery record
 //!   stays RECEIVED (never QUEUED), so the retry finds a duplicate that is not done. If the
-//!   execution does not exist yet, the retry resumes the flow (rate, RECEIVED, create, send)
-//!   and answers 202; if it exists (created, message not sent), the retry answers 200
+//!   execution does not exist yet and the claim is at least [`RESUME_AFTER_SECS`] old, the
+//!   retry resumes the flow (rate, RECEIVED, create, send) and answers 202 (a younger claim is
+//!   most likely still being worked on by the request that made it: the duplicate answers 200
+//!   `duplicate` with its execution id, as every duplicate of an in-flight delivery does); if it exists (created, message not sent), the retry answers 200
 //!   `duplicate` and the sweeper re-queues the RECEIVED execution after its grace period.
 //!   Either way nothing is stranded. (A resumed delivery may count twice in the rate window.)
 //! - Once the message is on the queue the request has succeeded: a failure to mark the
@@ -438,7 +440,7 @@ async fn record<B: Backend, T: ToolClient>(
     let resumed = match backend.deliveries().claim(claim, now, ttl).await? {
         ClaimOutcome::Claimed(_) => false,
         ClaimOutcome::Duplicate(earlier) => {
-            if !resumable(&earlier, &delivery)
+            if !resumable(&earlier, &delivery, now)
                 || backend
                     .executions()
                     .get(&earlier.execution_id)
@@ -579,7 +581,10 @@ async fn record<B: Backend, T: ToolClient>(
 
 /// Whether a duplicate claim should pick up where the first attempt stopped: its work was
 /// never queued, and it is the same delivery (same body, same execution).
-fn resumable(earlier: &DeliveryRecord, delivery: &Delivery) -> bool {
+/// How old an unfinished claim must be before a redelivery takes its work over.
+pub const RESUME_AFTER_SECS: i64 = 30;
+
+fn resumable(earlier: &DeliveryRecord, delivery: &Delivery, now: Timestamp) -> bool {
     if earlier.payload_hash != delivery.payload_hash {
         tracing::warn!(
             delivery_id = %delivery.delivery_id,
@@ -587,7 +592,9 @@ fn resumable(earlier: &DeliveryRecord, delivery: &Delivery) -> bool {
         );
         return false;
     }
-    earlier.status == DeliveryStatus::Received && earlier.execution_id == delivery.execution_id
+    earlier.status == DeliveryStatus::Received
+        && earlier.execution_id == delivery.execution_id
+        && now >= earlier.received_at.plus_secs(RESUME_AFTER_SECS)
 }
 
 /// `application/json`, or any `application/*+json`, with or without parameters.
@@ -1653,7 +1660,7 @@ pipelines:
 
     #[tokio::test]
     async fn a_retry_after_a_failure_before_the_execution_resumes_the_flow() {
-        let (app, _) = flaky();
+        let (app, clock) = flaky();
         let memory = &app.backend.memory;
         app.backend.rate.fail.store(true, Ordering::SeqCst);
         let response = handle(&app, github("gh", "d-1", push("acme/app", "abc"))).await;
@@ -1673,6 +1680,12 @@ pipelines:
             .is_none());
 
         app.backend.rate.fail.store(false, Ordering::SeqCst);
+        // While the claim is young its request may still be at work: a plain duplicate.
+        let early = handle(&app, github("gh", "d-1", push("acme/app", "abc"))).await;
+        assert_eq!(early.status, 200, "{early:?}");
+        assert_eq!(early.body["status"], json!("duplicate"));
+        assert_eq!(memory.queue.len(), 0);
+        clock.advance_secs(RESUME_AFTER_SECS);
         let retry = handle(&app, github("gh", "d-1", push("acme/app", "abc"))).await;
         assert_eq!(retry.status, 202, "{retry:?}");
         assert_eq!(retry.body["status"], json!("accepted"));
