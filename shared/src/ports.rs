@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::domain::connector::{
     Admission, AdmissionRequest, AdmissionTicket, BreakerSettings, BreakerSignal, ConnectorState,
-    KillSwitch, SettleReport, SwitchTarget,
+    KillSwitch, LimitOverride, SettleReport, SwitchTarget,
 };
 use crate::domain::delivery::{ClaimOutcome, DeliveryClaim, DeliveryRecord};
 use crate::domain::execution::ExecutionStatus;
@@ -197,6 +197,15 @@ pub trait ConnectorStore: Send + Sync {
 
     /// Every active kill switch, by target key.
     fn switches(&self) -> impl Future<Output = StoreResult<Vec<KillSwitch>>> + Send;
+
+    /// Sets (or replaces) the operator's concurrency limit of `connector`, which every later
+    /// admission applies instead of the requested limit; `None` clears it. A limit of 0 is
+    /// `StoreError::InvalidInput`. (DynamoDB: one `UpdateItem` on the state item.)
+    fn set_limit(
+        &self,
+        connector: &ConnectorId,
+        limit: Option<LimitOverride>,
+    ) -> impl Future<Output = StoreResult<()>> + Send;
 }
 
 /// The per-source intake rate window.

@@ -136,6 +136,16 @@ pub struct KillSwitch {
     pub reason: String,
 }
 
+/// An operator's run-time replacement of a connector's concurrency limit, with its audit fields.
+/// While set, admission uses `limit` instead of the request's (the manifest's) limit.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LimitOverride {
+    pub limit: u32,
+    pub set_by: String,
+    pub set_at: Timestamp,
+    pub reason: String,
+}
+
 /// The probe lease while HALF_OPEN.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProbeLease {
@@ -158,6 +168,8 @@ pub struct ConnectorState {
     pub slots: SlotTable,
     /// The kill switches that govern this connector, sorted by target key.
     pub switches: Vec<KillSwitch>,
+    /// The operator's concurrency limit, replacing the requested one while set.
+    pub limit_override: Option<LimitOverride>,
     /// TTL attribute (epoch seconds), if any.
     pub expires_at: Option<i64>,
 }
@@ -175,8 +187,14 @@ impl ConnectorState {
             probe: None,
             slots: SlotTable::default(),
             switches: Vec::new(),
+            limit_override: None,
             expires_at: None,
         }
+    }
+
+    /// The concurrency limit admission applies: the override if one is set, else `requested`.
+    pub fn effective_limit(&self, requested: u32) -> u32 {
+        self.limit_override.as_ref().map_or(requested, |o| o.limit)
     }
 }
 
@@ -256,7 +274,7 @@ pub fn decide_admission(state: &ConnectorState, req: &AdmissionRequest) -> Admis
             _ => true,
         },
     };
-    match state.slots.decide(req.limit, now) {
+    match state.slots.decide(state.effective_limit(req.limit), now) {
         SlotDecision::Take if wants_probe => AdmissionDecision::AdmitProbe,
         SlotDecision::Take => AdmissionDecision::AdmitClosed,
         SlotDecision::Reclaim(expired) => AdmissionDecision::Reclaim(expired),
@@ -520,6 +538,50 @@ mod tests {
         let mut other = req(1, "a");
         other.tool = ToolName::parse("get_lead").unwrap();
         assert_eq!(decide_admission(&s, &other), AdmissionDecision::AdmitClosed);
+    }
+
+    #[test]
+    fn a_limit_override_replaces_the_requested_limit() {
+        let mut s = ready();
+        for h in ["a", "b"] {
+            let r = req(0, h);
+            s.admit(&r, false);
+        }
+        assert!(matches!(
+            decide_admission(&s, &req(1, "c")),
+            AdmissionDecision::Defer {
+                reason: DeferReason::SlotsFull,
+                ..
+            }
+        ));
+        s.limit_override = Some(LimitOverride {
+            limit: 3,
+            set_by: "oncall".into(),
+            set_at: Timestamp::from_secs(0),
+            reason: "vendor raised our quota".into(),
+        });
+        assert_eq!(s.effective_limit(2), 3);
+        let r = req(1, "c");
+        assert_eq!(decide_admission(&s, &r), AdmissionDecision::AdmitClosed);
+        s.admit(&r, false);
+        assert!(matches!(
+            decide_admission(&s, &req(1, "d")),
+            AdmissionDecision::Defer {
+                reason: DeferReason::SlotsFull,
+                ..
+            }
+        ));
+        // Lowered below what is in flight: nobody new is admitted until enough settle.
+        s.limit_override.as_mut().unwrap().limit = 1;
+        assert!(matches!(
+            decide_admission(&s, &req(1, "d")),
+            AdmissionDecision::Defer {
+                reason: DeferReason::SlotsFull,
+                ..
+            }
+        ));
+        s.limit_override = None;
+        assert_eq!(s.effective_limit(2), 2);
     }
 
     #[test]

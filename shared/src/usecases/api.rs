@@ -1,6 +1,6 @@
 //! Use case: the operator API, behind API Gateway's JWT authorizer. It reads executions and their
-//! ledgers, replays an execution as a new one, shows a connector's admission state, and sets or
-//! clears kill switches.
+//! ledgers, replays an execution as a new one, shows a connector's admission state, sets or
+//! clears a connector's concurrency limit override, and sets or clears kill switches.
 //!
 //! Routes (paths relative to the API root, each segment percent-decoded):
 //!
@@ -10,7 +10,8 @@
 //! | GET | `/v1/executions?status=&limit=&cursor=` | `{"items": [execution], "next_cursor"}` |
 //! | GET | `/v1/executions/{id}` | `{"execution", "ledger": [event]}` |
 //! | POST | `/v1/executions/{id}/replay` | 202 `{"execution_id", "replay_of", "status", "stage", "not_before_ms"?, "delay_seconds"?}` |
-//! | GET | `/v1/connectors/{id}` | `{"connector", "breaker", "in_flight", "limit", "switches"}` |
+//! | GET | `/v1/connectors/{id}` | `{"connector", "breaker", "in_flight", "limit", "limit_override", "switches"}` |
+//! | PUT, DELETE | `/v1/connectors/{id}/limit` | `{"connector", "limit", "set_by", "set_at_ms", "reason"}` / `{"cleared": true}` |
 //! | GET | `/v1/kill-switches` | `{"items": [switch]}` |
 //! | PUT, DELETE | `/v1/kill-switches/connectors/{c}` | `{"switch"}` / `{"cleared": true, "key"}` |
 //! | PUT, DELETE | `/v1/kill-switches/connectors/{c}/tools/{t}` | same |
@@ -41,11 +42,18 @@
 //! knows of for the original (its own start, and the start of every replay already requested
 //! from it); a replay inside that window is accepted and delayed (`"status": "delayed"`), never
 //! refused. A replay is not idempotent: a client that retries after a 503 may create two.
+//!
+//! Limit overrides: `PUT /v1/connectors/{id}/limit` with `{"limit": 1..=10000, "reason"}`
+//! replaces the manifest's `concurrency_limit` of the connector for every admission from then
+//! on, in every instance (the override lives on the connector's state item, which admission
+//! writes anyway); `DELETE` returns to the manifest's limit. `"limit"` in `GET
+//! /v1/connectors/{id}` is the limit in force. Lowering the limit below what is in flight
+//! cancels nothing: new calls wait until enough settle.
 
 use serde_json::{json, Map, Value};
 
 use crate::app::App;
-use crate::domain::connector::{ConnectorState, KillSwitch, SwitchTarget};
+use crate::domain::connector::{ConnectorState, KillSwitch, LimitOverride, SwitchTarget};
 use crate::domain::execution::{
     CreateOutcome, ExecutionChange, ExecutionRecord, ExecutionStatus, NewExecution, UpdateOutcome,
 };
@@ -63,6 +71,8 @@ use crate::ports::{
 pub const DEFAULT_PAGE: u32 = 20;
 /// The longest `replay_reason` or kill switch `reason`, in characters.
 pub const MAX_REASON_CHARS: usize = 500;
+/// The largest concurrency limit override `PUT /v1/connectors/{id}/limit` accepts.
+pub const MAX_LIMIT_OVERRIDE: u32 = 10_000;
 /// The largest request body the API reads.
 pub const MAX_BODY_BYTES: usize = 16 * 1024;
 
@@ -224,6 +234,11 @@ async fn route_v1<B: Backend, T: ToolClient>(
         ["connectors", id] => {
             allow(req, &["GET"])?;
             connector_view(app, claims, id).await
+        }
+        ["connectors", id, "limit"] => {
+            allow(req, &["PUT", "DELETE"])?;
+            let connector = known_connector(&app.manifest, id)?;
+            put_or_delete_limit(app, req, claims, connector).await
         }
         ["kill-switches"] => {
             allow(req, &["GET"])?;
@@ -785,7 +800,8 @@ async fn connector_view<B: Backend, T: ToolClient>(
                 "probe": probe,
             },
             "in_flight": state.slots.in_flight,
-            "limit": limit,
+            "limit": state.effective_limit(limit),
+            "limit_override": state.limit_override.as_ref().map(limit_override_json),
             "switches": switches,
         }),
     ))
@@ -881,6 +897,54 @@ async fn put_or_delete_switch<B: Backend, T: ToolClient>(
     ))
 }
 
+async fn put_or_delete_limit<B: Backend, T: ToolClient>(
+    app: &App<B, T>,
+    req: &EdgeRequest,
+    claims: &Claims,
+    connector: ConnectorId,
+) -> ApiResult {
+    let store = app.backend.connectors();
+    if req.method.eq_ignore_ascii_case("DELETE") {
+        store.set_limit(&connector, None).await?;
+        tracing::info!(
+            connector = %connector,
+            cleared_by = %claims.subject,
+            "connector limit override cleared"
+        );
+        return Ok(EdgeResponse::json(200, json!({ "cleared": true })));
+    }
+    let body = json_object(&req.body)?;
+    let limit = required_limit(&body)?;
+    let reason = required_text(&body, "reason")?;
+    let o = LimitOverride {
+        limit,
+        set_by: claims.subject.clone(),
+        set_at: app.clock.now(),
+        reason,
+    };
+    store.set_limit(&connector, Some(o.clone())).await?;
+    tracing::info!(
+        connector = %connector,
+        limit = o.limit,
+        set_by = %o.set_by,
+        reason = %o.reason,
+        "connector limit override set"
+    );
+    let mut answer = limit_override_json(&o);
+    answer["connector"] = json!(connector);
+    Ok(EdgeResponse::json(200, answer))
+}
+
+/// A limit override as the API shows it.
+fn limit_override_json(o: &LimitOverride) -> Value {
+    json!({
+        "limit": o.limit,
+        "set_by": o.set_by,
+        "set_at_ms": o.set_at.as_millis(),
+        "reason": o.reason,
+    })
+}
+
 /// Whether `tenant` may see `switch`: every switch except other tenants' tenant switches.
 fn visible_to(switch: &KillSwitch, tenant: &TenantId) -> bool {
     !matches!(&switch.target, SwitchTarget::Tenant { tenant: t } if t != tenant)
@@ -957,6 +1021,23 @@ fn required_text(body: &Map<String, Value>, field: &str) -> Result<String, ApiEr
             "invalid_field",
             format!("{field} must be a string"),
         )),
+    }
+}
+
+/// The required `limit` field: an integer from 1 to [`MAX_LIMIT_OVERRIDE`].
+fn required_limit(body: &Map<String, Value>) -> Result<u32, ApiError> {
+    match body.get("limit") {
+        None | Some(Value::Null) => Err(ApiError::bad("missing_field", "limit is required")),
+        Some(v) => v
+            .as_u64()
+            .filter(|n| (1..=u64::from(MAX_LIMIT_OVERRIDE)).contains(n))
+            .and_then(|n| u32::try_from(n).ok())
+            .ok_or_else(|| {
+                ApiError::bad(
+                    "invalid_field",
+                    format!("limit must be an integer from 1 to {MAX_LIMIT_OVERRIDE}"),
+                )
+            }),
     }
 }
 
@@ -1215,6 +1296,8 @@ pipelines:
             ("GET", format!("/v1/executions/{id}")),
             ("POST", format!("/v1/executions/{id}/replay")),
             ("GET", "/v1/connectors/crm".to_owned()),
+            ("PUT", "/v1/connectors/crm/limit".to_owned()),
+            ("DELETE", "/v1/connectors/crm/limit".to_owned()),
             ("GET", "/v1/kill-switches".to_owned()),
             ("PUT", "/v1/kill-switches/connectors/crm".to_owned()),
             ("DELETE", "/v1/kill-switches/connectors/crm".to_owned()),
@@ -1230,7 +1313,7 @@ pipelines:
             ("DELETE", "/v1/kill-switches/tenants/acme".to_owned()),
             ("GET", "/v1/no-such-route".to_owned()),
         ];
-        let body = json!({ "reason": "r", "replay_reason": "r", "tenant": "acme" });
+        let body = json!({ "reason": "r", "replay_reason": "r", "tenant": "acme", "limit": 5 });
         for (method, path) in routes {
             let r = f.call(method, &path, None, body.clone()).await;
             assert_eq!(
@@ -1249,6 +1332,9 @@ pipelines:
             .await
             .unwrap()
             .is_empty());
+        let crm = ConnectorId::parse("crm").unwrap();
+        let state = f.app.backend.connectors().state(&crm).await.unwrap();
+        assert_eq!(state.limit_override, None);
         assert_eq!(f.app.backend.queue.len(), 0);
     }
 
@@ -1952,6 +2038,7 @@ pipelines:
                 },
                 "in_flight": 0,
                 "limit": 3,
+                "limit_override": null,
                 "switches": [],
             })
         );
@@ -1995,6 +2082,88 @@ pipelines:
             r.body["breaker"]["probe"]["expires_at_ms"],
             T0 + 60_000 + 30_000
         );
+    }
+
+    #[tokio::test]
+    async fn limit_override_round_trip_with_audit_fields() {
+        let f = fixture();
+        let who = Some("acme");
+        let path = "/v1/connectors/crm/limit";
+        for (body, want) in [
+            (json!({"reason": "quota"}), "missing_field"),
+            (json!({"limit": null, "reason": "quota"}), "missing_field"),
+            (json!({"limit": 0, "reason": "quota"}), "invalid_field"),
+            (json!({"limit": 10_001, "reason": "quota"}), "invalid_field"),
+            (json!({"limit": -1, "reason": "quota"}), "invalid_field"),
+            (json!({"limit": 2.5, "reason": "quota"}), "invalid_field"),
+            (json!({"limit": "5", "reason": "quota"}), "invalid_field"),
+            (json!({"limit": 5}), "missing_field"),
+            (json!({"limit": 5, "reason": "  "}), "missing_field"),
+        ] {
+            let r = f.call("PUT", path, who, body.clone()).await;
+            assert_eq!((r.status, code(&r)), (400, want), "{body}");
+        }
+        let r = f.call("PUT", path, who, Value::Null).await;
+        assert_eq!((r.status, code(&r)), (400, "missing_field"));
+        let r = f.call("POST", path, who, json!({"limit": 5})).await;
+        assert_eq!((r.status, code(&r)), (405, "method_not_allowed"));
+        for unknown in ["/v1/connectors/nope/limit", "/v1/connectors/a%23b/limit"] {
+            let r = f
+                .call("PUT", unknown, who, json!({"limit": 5, "reason": "x"}))
+                .await;
+            assert_eq!((r.status, code(&r)), (404, "not_found"), "{unknown}");
+            let r = f.call("DELETE", unknown, who, Value::Null).await;
+            assert_eq!((r.status, code(&r)), (404, "not_found"), "{unknown}");
+        }
+        let r = f
+            .call("PUT", path, None, json!({"limit": 5, "reason": "x"}))
+            .await;
+        assert_eq!((r.status, code(&r)), (401, "unauthorized"));
+        let crm = ConnectorId::parse("crm").unwrap();
+        let store = f.app.backend.connectors();
+        assert_eq!(store.state(&crm).await.unwrap().limit_override, None);
+
+        // The manifest says 3; the operator raises it to 4.
+        f.clock.advance_secs(5);
+        let body = json!({"limit": 4, "reason": "vendor raised our quota", "set_by": "mallory"});
+        let r = f.call("PUT", path, who, body).await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        let shown = json!({
+            "limit": 4,
+            "set_by": "user-of-acme",
+            "set_at_ms": T0 + 5_000,
+            "reason": "vendor raised our quota",
+        });
+        let mut expected = shown.clone();
+        expected["connector"] = json!("crm");
+        assert_eq!(r.body, expected);
+        let r = f.call("GET", "/v1/connectors/crm", who, Value::Null).await;
+        assert_eq!(
+            (r.body["limit"].clone(), r.body["limit_override"].clone()),
+            (json!(4), shown)
+        );
+        let r = f.call("GET", "/v1/connectors/mail", who, Value::Null).await;
+        assert_eq!(r.body["limit_override"], Value::Null);
+
+        // Admission applies it: four calls, each asking with the manifest's 3.
+        for _ in 0..4 {
+            let admission = store.admit(&admission_request(&f, "crm")).await.unwrap();
+            assert!(matches!(admission, Admission::Admitted(_)), "{admission:?}");
+        }
+        let full = store.admit(&admission_request(&f, "crm")).await.unwrap();
+        assert!(matches!(full, Admission::Deferred { .. }), "{full:?}");
+
+        // Cleared: back to the manifest's limit (and idempotent).
+        for _ in 0..2 {
+            let r = f.call("DELETE", path, who, Value::Null).await;
+            assert_eq!(r.status, 200);
+            assert_eq!(r.body, json!({"cleared": true}));
+        }
+        let r = f.call("GET", "/v1/connectors/crm", who, Value::Null).await;
+        assert_eq!(r.body["limit"], 3);
+        assert_eq!(r.body["limit_override"], Value::Null);
+        assert_eq!(r.body["in_flight"], 4);
+        assert_eq!(store.state(&crm).await.unwrap().limit_override, None);
     }
 
     #[test]

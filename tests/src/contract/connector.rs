@@ -1,13 +1,15 @@
-//! Contract of [`ConnectorStore`]: kill switches, the breaker cycle with its probe lease, and
-//! connector slots, all decided in admission.
+//! Contract of [`ConnectorStore`]: kill switches, the breaker cycle with its probe lease,
+//! connector slots and the operator's limit override, all decided in admission.
 
 use sluice::domain::connector::{
     Admission, AdmissionRequest, AdmissionTicket, BreakerSettings, BreakerSignal, BreakerState,
-    BreakerTransition, DeferReason, KillSwitch, SettleReport, SwitchTarget,
+    BreakerTransition, ConnectorState, DeferReason, KillSwitch, LimitOverride, SettleReport,
+    SwitchTarget,
 };
 use sluice::domain::ids::{ConnectorId, HolderId};
 use sluice::domain::time::Timestamp;
 use sluice::ports::ConnectorStore;
+use sluice::StoreError;
 
 use super::t0;
 use crate::id;
@@ -69,6 +71,7 @@ fn switch(target: SwitchTarget, now: Timestamp) -> KillSwitch {
 pub async fn run<C: ConnectorStore>(store: &C) {
     breaker_and_slots(store).await;
     kill_switches(store).await;
+    limit_override(store).await;
 }
 
 async fn breaker_and_slots<C: ConnectorStore>(store: &C) {
@@ -392,5 +395,99 @@ async fn kill_switches<C: ConnectorStore>(store: &C) {
     let t = admitted(store, &req("crm2", "create_lead", "acme", 5, now)).await;
     settle(store, &t, BreakerSignal::Healthy, now).await;
     let t = admitted(store, &req("erp", "sync", "acme", 5, now)).await;
+    settle(store, &t, BreakerSignal::Healthy, now).await;
+}
+
+fn limit(limit: u32, now: Timestamp, reason: &str) -> LimitOverride {
+    LimitOverride {
+        limit,
+        set_by: "oncall@acme".into(),
+        set_at: now,
+        reason: reason.into(),
+    }
+}
+
+async fn limit_override<C: ConnectorStore>(store: &C) {
+    let now = t0().plus_secs(300);
+    let crm = id!(ConnectorId, "crm3");
+    let slots_full = Admission::Deferred {
+        until: now.plus_secs(5),
+        reason: DeferReason::SlotsFull,
+    };
+    // Set before the connector's first use: the state is created uninitialized and the first
+    // admission (which initializes it) already applies the override.
+    let three = limit(3, now, "vendor raised our quota");
+    store
+        .set_limit(&crm, Some(three.clone()))
+        .await
+        .expect("set_limit");
+    let st = store.state(&crm).await.expect("state");
+    assert!(!st.initialized);
+    assert_eq!(st.limit_override, Some(three.clone()));
+
+    // The request says 1; the override says 3.
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        held.push(admitted(store, &req("crm3", "create_lead", "acme", 1, now)).await);
+    }
+    let fourth = req("crm3", "create_lead", "acme", 1, now);
+    assert_eq!(store.admit(&fourth).await.expect("admit"), slots_full);
+    let st = store.state(&crm).await.expect("state");
+    assert_eq!((st.initialized, st.slots.in_flight), (true, 3));
+    assert_eq!(st.limit_override, Some(three));
+
+    // Replacing the override keeps one, with the new audit fields; it applies at once.
+    let four = limit(4, now.plus_secs(1), "one more");
+    store
+        .set_limit(&crm, Some(four.clone()))
+        .await
+        .expect("set_limit");
+    held.push(admitted(store, &fourth).await);
+    let st = store.state(&crm).await.expect("state");
+    assert_eq!((st.slots.in_flight, st.limit_override), (4, Some(four)));
+
+    // A limit of 0 is refused and changes nothing.
+    let zero = store.set_limit(&crm, Some(limit(0, now, "stop"))).await;
+    assert!(
+        matches!(zero, Err(StoreError::InvalidInput { .. })),
+        "{zero:?}"
+    );
+    assert_eq!(
+        store
+            .state(&crm)
+            .await
+            .expect("state")
+            .limit_override
+            .map(|o| o.limit),
+        Some(4)
+    );
+
+    // Cleared: back to the request's limit of 1, with 4 still held.
+    store.set_limit(&crm, None).await.expect("clear");
+    assert_eq!(store.state(&crm).await.expect("state").limit_override, None);
+    let r = store
+        .admit(&req("crm3", "create_lead", "acme", 1, now))
+        .await
+        .expect("admit");
+    assert_eq!(r, slots_full);
+    // Clearing again, or for a connector with no state, is harmless and creates nothing.
+    store.set_limit(&crm, None).await.expect("clear");
+    let ghost = id!(ConnectorId, "nolimit");
+    store.set_limit(&ghost, None).await.expect("clear");
+    assert_eq!(
+        store.state(&ghost).await.expect("state"),
+        ConnectorState::fresh(ghost.clone())
+    );
+
+    for t in &held {
+        assert!(settle(store, t, BreakerSignal::Healthy, now).await.released);
+    }
+    assert_eq!(store.state(&crm).await.expect("state").slots.in_flight, 0);
+    let t = admitted(store, &req("crm3", "create_lead", "acme", 1, now)).await;
+    let r = store
+        .admit(&req("crm3", "create_lead", "acme", 1, now))
+        .await
+        .expect("admit");
+    assert_eq!(r, slots_full);
     settle(store, &t, BreakerSignal::Healthy, now).await;
 }

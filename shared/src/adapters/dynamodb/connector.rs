@@ -14,17 +14,18 @@ use super::errors::{
 use super::expr::{query_all, update_item, Expr, QueryOptions};
 use super::keys::{
     self, Item, BREAKER_STATE, CONNECTOR_STATE_SK, CONSECUTIVE_FAILURES, EXPIRES_AT,
-    INITIALIZED_AT, OPENED_AT, OPEN_UNTIL, PK, PROBE_EXPIRES_AT, PROBE_HOLDER, SWITCHES_PK,
-    SWITCH_PREFIX,
+    INITIALIZED_AT, LIMIT_OVERRIDE, LIMIT_OVERRIDE_AT, LIMIT_OVERRIDE_BY, LIMIT_OVERRIDE_REASON,
+    OPENED_AT, OPEN_UNTIL, PK, PROBE_EXPIRES_AT, PROBE_HOLDER, SWITCHES_PK, SWITCH_PREFIX,
 };
 use super::slots;
 use crate::domain::connector::{
     decide_admission, Admission, AdmissionDecision, AdmissionRequest, AdmissionTicket,
     BreakerSettings, BreakerSignal, BreakerState, BreakerTransition, ConnectorState, DeferReason,
-    KillSwitch, ProbeLease, SettleReport, SwitchTarget,
+    KillSwitch, LimitOverride, ProbeLease, SettleReport, SwitchTarget,
 };
 use crate::domain::ids::{ConnectorId, HolderId};
 use crate::domain::time::Timestamp;
+use crate::error::StoreError;
 use crate::ports::{ConnectorStore, StoreResult};
 
 /// Decisions one admission may act on before it defers (contention never spins forever).
@@ -43,6 +44,10 @@ struct StateFields {
     open_until: Option<Timestamp>,
     probe_holder: Option<HolderId>,
     probe_expires_at: Option<Timestamp>,
+    limit_override: Option<u32>,
+    limit_override_by: Option<String>,
+    limit_override_at: Option<Timestamp>,
+    limit_override_reason: Option<String>,
     expires_at: Option<i64>,
 }
 
@@ -131,6 +136,27 @@ fn parse_state(
             ))
         }
     };
+    let limit_override = match (
+        fields.limit_override,
+        fields.limit_override_by,
+        fields.limit_override_at,
+        fields.limit_override_reason,
+    ) {
+        (Some(limit), Some(set_by), Some(set_at), Some(reason)) => Some(LimitOverride {
+            limit,
+            set_by,
+            set_at,
+            reason,
+        }),
+        (None, None, None, None) => None,
+        _ => {
+            return Err(corrupt(
+                operation,
+                &key,
+                MalformedItem("limit_override without all of its audit fields or back"),
+            ))
+        }
+    };
     Ok(ConnectorState {
         connector: connector.clone(),
         initialized: fields.initialized_at.is_some(),
@@ -141,6 +167,7 @@ fn parse_state(
         probe,
         slots,
         switches,
+        limit_override,
         expires_at: fields.expires_at,
     })
 }
@@ -223,12 +250,14 @@ impl DynamoConnectorStore {
     ) -> StoreResult<Conditional<Item>> {
         const OP: &str = "connector.admit";
         let mut x = Expr::default();
-        slots::take(
+        // The operator's override on the item, if any, is the limit at the moment of the write.
+        slots::take_under(
             &mut x,
             &req.holder,
             req.now.plus_secs(req.slot_ttl_secs),
             req.limit,
             renew,
+            Some(LIMIT_OVERRIDE),
         );
         let ttl = x.num(req.settings.expires_at(req.now));
         x.set(EXPIRES_AT, ttl);
@@ -623,5 +652,54 @@ impl ConnectorStore for DynamoConnectorStore {
         }
         switches.sort_by_key(|s| s.target.key());
         Ok(switches)
+    }
+
+    #[tracing::instrument(skip_all, fields(connector = %connector))]
+    async fn set_limit(
+        &self,
+        connector: &ConnectorId,
+        limit: Option<LimitOverride>,
+    ) -> StoreResult<()> {
+        const OP: &str = "connector.set_limit";
+        let mut x = Expr::default();
+        match limit {
+            Some(o) => {
+                if o.limit == 0 {
+                    return Err(StoreError::InvalidInput {
+                        operation: OP,
+                        detail: "a limit override must be at least 1".into(),
+                    });
+                }
+                let (n, by, at, reason) = (
+                    x.num(o.limit),
+                    x.str(o.set_by),
+                    x.num(o.set_at.as_millis()),
+                    x.str(o.reason),
+                );
+                x.set(LIMIT_OVERRIDE, n);
+                x.set(LIMIT_OVERRIDE_BY, by);
+                x.set(LIMIT_OVERRIDE_AT, at);
+                x.set(LIMIT_OVERRIDE_REASON, reason);
+                // An upsert: a missing state item is created uninitialized and keeps the
+                // override through its first admission.
+            }
+            None => {
+                let over = x.name(LIMIT_OVERRIDE);
+                for attr in [
+                    LIMIT_OVERRIDE,
+                    LIMIT_OVERRIDE_BY,
+                    LIMIT_OVERRIDE_AT,
+                    LIMIT_OVERRIDE_REASON,
+                ] {
+                    x.remove(attr);
+                }
+                // Without it, removing from a missing item would create a bare one; a failed
+                // condition means there was nothing to clear.
+                x.require(format!("attribute_exists({over})"));
+            }
+        }
+        self.update(state_key(connector), x, ReturnValue::None, OP)
+            .await?;
+        Ok(())
     }
 }

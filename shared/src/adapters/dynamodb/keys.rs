@@ -76,6 +76,12 @@ pub const OPENED_AT: &str = "opened_at";
 pub const OPEN_UNTIL: &str = "open_until";
 pub const PROBE_HOLDER: &str = "probe_holder";
 pub const PROBE_EXPIRES_AT: &str = "probe_expires_at";
+/// The operator's concurrency limit (a number, compared with `in_flight` by the admission
+/// condition) and its audit fields, on a connector's state item; absent while none is set.
+pub const LIMIT_OVERRIDE: &str = "limit_override";
+pub const LIMIT_OVERRIDE_BY: &str = "limit_override_by";
+pub const LIMIT_OVERRIDE_AT: &str = "limit_override_at";
+pub const LIMIT_OVERRIDE_REASON: &str = "limit_override_reason";
 /// Prefix of a kill switch's copy on a connector's state item (`sw#{target key}`).
 pub const SWITCH_PREFIX: &str = "sw#";
 

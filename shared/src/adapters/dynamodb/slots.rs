@@ -36,6 +36,20 @@ pub fn read(item: &Item, operation: &'static str, key: &str) -> Result<SlotTable
 /// (`ADD in_flight 1`) only while fewer than `limit` are; a holder already present (`renew`)
 /// only moves its expiry, so it never takes a second slot.
 pub fn take(x: &mut Expr, holder: &HolderId, expires_at: Timestamp, limit: u32, renew: bool) {
+    take_under(x, holder, expires_at, limit, renew, None);
+}
+
+/// [`take`], where a number attribute `limit_attr` on the item, when present, is the limit
+/// instead of `limit`: the condition compares `in_flight` with that attribute, so the limit in
+/// force at the moment of the write counts, with no read.
+pub fn take_under(
+    x: &mut Expr,
+    holder: &HolderId,
+    expires_at: Timestamp,
+    limit: u32,
+    renew: bool,
+    limit_attr: Option<&str>,
+) {
     let attr = keys::holder_attr(holder);
     let h = x.name(&attr);
     let expiry = x.num(expires_at.as_millis());
@@ -50,9 +64,20 @@ pub fn take(x: &mut Expr, holder: &HolderId, expires_at: Timestamp, limit: u32, 
         x.add(IN_FLIGHT, 1);
         // Re-checks the free slot the decision saw, and that the holder is not counted
         // already (two takes by one holder would count it twice).
-        x.require(format!(
-            "attribute_not_exists({in_flight}) OR {in_flight} < {limit}"
-        ));
+        let free = match limit_attr {
+            None => format!("attribute_not_exists({in_flight}) OR {in_flight} < {limit}"),
+            // No count yet: a free slot under any limit (an override is at least 1).
+            // Otherwise the override when present, else `limit`.
+            Some(attr) => {
+                let over = x.name(attr);
+                format!(
+                    "attribute_not_exists({in_flight}) \
+                     OR (attribute_not_exists({over}) AND {in_flight} < {limit}) \
+                     OR {in_flight} < {over}"
+                )
+            }
+        };
+        x.require(free);
         x.require(format!("attribute_not_exists({h})"));
     }
 }
@@ -127,6 +152,37 @@ mod tests {
             read(&Item::new(), "test", "k").unwrap(),
             SlotTable::default()
         );
+    }
+
+    #[test]
+    fn a_limit_attribute_replaces_the_limit_only_when_present() {
+        let holder = HolderId::parse("hld_a").unwrap();
+        let condition = |limit_attr| {
+            let mut x = Expr::default();
+            take_under(
+                &mut x,
+                &holder,
+                Timestamp::from_millis(1),
+                2,
+                false,
+                limit_attr,
+            );
+            let r = x.render();
+            (r.condition.unwrap(), r.names.unwrap())
+        };
+        let (plain, _) = condition(None);
+        assert_eq!(
+            plain,
+            "(attribute_not_exists(#in_flight) OR #in_flight < :v1) AND (attribute_not_exists(#_0))"
+        );
+        let (over, names) = condition(Some("limit_override"));
+        assert_eq!(
+            over,
+            "(attribute_not_exists(#in_flight) \
+             OR (attribute_not_exists(#limit_override) AND #in_flight < :v1) \
+             OR #in_flight < #limit_override) AND (attribute_not_exists(#_0))"
+        );
+        assert_eq!(names["#limit_override"], "limit_override");
     }
 
     #[test]

@@ -7,11 +7,12 @@ use std::sync::{Arc, Mutex};
 use super::lock;
 use crate::domain::connector::{
     decide_admission, Admission, AdmissionDecision, AdmissionRequest, AdmissionTicket,
-    BreakerSettings, BreakerSignal, ConnectorState, DeferReason, KillSwitch, SettleReport,
-    SwitchTarget,
+    BreakerSettings, BreakerSignal, ConnectorState, DeferReason, KillSwitch, LimitOverride,
+    SettleReport, SwitchTarget,
 };
 use crate::domain::ids::ConnectorId;
 use crate::domain::time::Timestamp;
+use crate::error::StoreError;
 use crate::ports::{ConnectorStore, StoreResult};
 
 /// Decision rounds one admission may take (initialize, reclaim, ...) before it gives up and
@@ -160,6 +161,30 @@ impl ConnectorStore for MemoryConnectorStore {
 
     async fn switches(&self) -> StoreResult<Vec<KillSwitch>> {
         Ok(lock(&self.inner).switches.values().cloned().collect())
+    }
+
+    async fn set_limit(
+        &self,
+        connector: &ConnectorId,
+        limit: Option<LimitOverride>,
+    ) -> StoreResult<()> {
+        if limit.as_ref().is_some_and(|o| o.limit == 0) {
+            return Err(StoreError::InvalidInput {
+                operation: "connector.set_limit",
+                detail: "a limit override must be at least 1".into(),
+            });
+        }
+        let mut inner = lock(&self.inner);
+        match limit {
+            // Like the DynamoDB upsert: a connector with no state gets one, uninitialized.
+            Some(o) => state_mut(&mut inner.states, connector).limit_override = Some(o),
+            None => {
+                if let Some(state) = inner.states.get_mut(connector) {
+                    state.limit_override = None;
+                }
+            }
+        }
+        Ok(())
     }
 }
 
