@@ -123,6 +123,15 @@ pub struct ExecutionPage {
 /// The longest page [`ExecutionStore::list`] returns.
 pub const MAX_PAGE: u32 = 100;
 
+/// Refuses a page size outside `1..=MAX_PAGE`, as every [`ExecutionStore::list`] must.
+pub fn check_page_limit(operation: &'static str, limit: u32) -> StoreResult<()> {
+    if limit == 0 || limit > MAX_PAGE {
+        let detail = format!("limit {limit} outside 1..={MAX_PAGE}");
+        return Err(StoreError::InvalidInput { operation, detail });
+    }
+    Ok(())
+}
+
 /// The append-only ledger.
 pub trait Ledger: Send + Sync {
     /// Writes `event` at its sequence number unless that number is taken.

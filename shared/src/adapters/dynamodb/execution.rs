@@ -30,7 +30,7 @@ use crate::domain::execution::{
 use crate::domain::ids::{ExecutionId, HolderId, PipelineName, RunKey, SourceId, TenantId};
 use crate::domain::time::Timestamp;
 use crate::error::StoreError;
-use crate::ports::{ExecutionPage, ExecutionStore, StoreResult, MAX_PAGE};
+use crate::ports::{check_page_limit, ExecutionPage, ExecutionStore, StoreResult};
 
 /// Items a filtered [`ExecutionStore::list`] evaluates per `Query` request by default
 /// (DynamoDB's `Limit` counts items before the filter, so a page of one status may take
@@ -202,6 +202,29 @@ impl DynamoExecutionStore {
         Self::parse(operation, id, attributes)?
             .ok_or_else(|| AdapterError::MissingReturnValues.transient(operation))
     }
+
+    /// Sends the conditional update `x` on `id`'s item: `Ok(record)` as written (`ALL_NEW`),
+    /// or `Err(item)`, the stored item the condition failed on (`ALL_OLD`, empty if none).
+    async fn write(
+        &self,
+        id: &ExecutionId,
+        x: Expr,
+        operation: &'static str,
+    ) -> StoreResult<Result<ExecutionRecord, Item>> {
+        let written = update_item(
+            &self.client,
+            &self.table,
+            Self::key(id),
+            x,
+            ReturnValue::AllNew,
+            operation,
+        )
+        .await?;
+        match written {
+            Conditional::Written(new) => Ok(Ok(Self::parse_new(operation, id, new)?)),
+            Conditional::Failed(old) => Ok(Err(old)),
+        }
+    }
 }
 
 /// A list of status placeholders for an `IN (...)` condition.
@@ -297,20 +320,9 @@ impl ExecutionStore for DynamoExecutionStore {
         x.require(format!(
             "attribute_not_exists({lease_owner}) OR {lease_expires_at} <= {at} OR {lease_owner} = {me}"
         ));
-        let written = update_item(
-            &self.client,
-            &self.table,
-            Self::key(id),
-            x,
-            ReturnValue::AllNew,
-            OP,
-        )
-        .await?;
-        let old = match written {
-            Conditional::Written(new) => {
-                return Ok(LeaseOutcome::Acquired(Self::parse_new(OP, id, new)?))
-            }
-            Conditional::Failed(old) => old,
+        let old = match self.write(id, x, OP).await? {
+            Ok(new) => return Ok(LeaseOutcome::Acquired(new)),
+            Err(old) => old,
         };
         let Some(stored) = Self::parse(OP, id, old)? else {
             return Ok(LeaseOutcome::NotFound);
@@ -397,20 +409,9 @@ impl ExecutionStore for DynamoExecutionStore {
         let at = x.num(now.as_millis());
         x.set(UPDATED_AT, at);
         x.add(VERSION, 1);
-        let written = update_item(
-            &self.client,
-            &self.table,
-            Self::key(id),
-            x,
-            ReturnValue::AllNew,
-            OP,
-        )
-        .await?;
-        let old = match written {
-            Conditional::Written(new) => {
-                return Ok(UpdateOutcome::Updated(Self::parse_new(OP, id, new)?))
-            }
-            Conditional::Failed(old) => old,
+        let old = match self.write(id, x, OP).await? {
+            Ok(new) => return Ok(UpdateOutcome::Updated(new)),
+            Err(old) => old,
         };
         // The same decision the memory adapter makes (an illegal transition first, then the
         // version); a stored item that passes it contradicts the failed condition.
@@ -438,12 +439,7 @@ impl ExecutionStore for DynamoExecutionStore {
         cursor: Option<&str>,
     ) -> StoreResult<ExecutionPage> {
         const OP: &str = "execution.list";
-        if limit == 0 || limit > MAX_PAGE {
-            return Err(StoreError::InvalidInput {
-                operation: OP,
-                detail: format!("limit {limit} outside 1..={MAX_PAGE}"),
-            });
-        }
+        check_page_limit(OP, limit)?;
         if cursor.is_some_and(|c| keys::parse_time_id(c).is_none()) {
             return Err(StoreError::InvalidInput {
                 operation: OP,

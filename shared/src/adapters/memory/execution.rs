@@ -12,7 +12,7 @@ use crate::domain::execution::{
 use crate::domain::ids::{ExecutionId, HolderId, TenantId};
 use crate::domain::time::Timestamp;
 use crate::error::StoreError;
-use crate::ports::{ExecutionPage, ExecutionStore, StoreResult, MAX_PAGE};
+use crate::ports::{check_page_limit, ExecutionPage, ExecutionStore, StoreResult};
 
 /// Execution records keyed by id.
 #[derive(Debug, Clone, Default)]
@@ -100,13 +100,7 @@ impl ExecutionStore for MemoryExecutionStore {
         cursor: Option<&str>,
     ) -> StoreResult<ExecutionPage> {
         const OP: &str = "execution.list";
-        if limit == 0 || limit > MAX_PAGE {
-            let detail = format!("limit {limit} outside 1..={MAX_PAGE}");
-            return Err(StoreError::InvalidInput {
-                operation: OP,
-                detail,
-            });
-        }
+        check_page_limit(OP, limit)?;
         // The cursor is the sort key of the last item handed out: `{created_at}#{id}`.
         let after = match cursor {
             None => None,
