@@ -15,7 +15,7 @@ pub struct ConfigError {
 }
 
 /// The reliability knobs.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ReliabilityConfig {
     /// `SLUICE_TABLE_NAME`: the DynamoDB table.
     pub table_name: String,
@@ -33,6 +33,23 @@ pub struct ReliabilityConfig {
     pub retry: RetryPolicy,
     /// `BREAKER_*`: default breaker settings for connectors that do not set their own.
     pub breaker: BreakerSettings,
+    /// Metrics namespace, the reliability summary's window and the SLO targets.
+    pub observability: ObservabilityConfig,
+}
+
+/// What the metrics are called and what the reliability summary measures against.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ObservabilityConfig {
+    /// `SLUICE_METRICS_NAMESPACE`: the CloudWatch namespace of the EMF metrics.
+    pub metrics_namespace: String,
+    /// `SLUICE_RELIABILITY_WINDOW_RUNS`: how many of the newest runs the summary reads.
+    pub window_runs: u32,
+    /// `SLO_FAILURE_RATE_MAX`: failed or blocked runs / finished runs, at most.
+    pub slo_failure_rate_max: f64,
+    /// `SLO_LATENCY_P95_SECONDS`: p95 of run latency (created to finished), at most.
+    pub slo_latency_p95_secs: f64,
+    /// `SLO_RECOVERY_TRAIL_MIN`: share of failed runs whose ledger explains them, at least.
+    pub slo_recovery_trail_min: f64,
 }
 
 impl ReliabilityConfig {
@@ -96,6 +113,13 @@ impl ReliabilityConfig {
             execution_lease_secs: vars.number("EXECUTION_LEASE_SECONDS", 900, 1, 86_400)?,
             retry,
             breaker,
+            observability: ObservabilityConfig {
+                metrics_namespace: vars.namespace("SLUICE_METRICS_NAMESPACE")?,
+                window_runs: vars.number("SLUICE_RELIABILITY_WINDOW_RUNS", 300, 1, 1000)?,
+                slo_failure_rate_max: vars.fraction("SLO_FAILURE_RATE_MAX", 0.20)?,
+                slo_latency_p95_secs: vars.seconds("SLO_LATENCY_P95_SECONDS", 45.0)?,
+                slo_recovery_trail_min: vars.fraction("SLO_RECOVERY_TRAIL_MIN", 1.0)?,
+            },
         })
     }
 }
@@ -124,9 +148,34 @@ impl<F: Fn(&str) -> Option<String>> Vars<'_, F> {
         let value: T = raw
             .trim()
             .parse()
-            .map_err(|_| bad("not a whole number".into()))?;
+            .map_err(|_| bad(format!("not a number ({})", std::any::type_name::<T>())))?;
         if value < min || value > max {
             return Err(bad(format!("must be between {min} and {max}")));
+        }
+        Ok(value)
+    }
+
+    /// A number in 0..=1 (a ratio).
+    fn fraction(&self, variable: &'static str, default: f64) -> Result<f64, ConfigError> {
+        self.number(variable, default, 0.0, 1.0)
+    }
+
+    /// A positive number of seconds, fractions allowed.
+    fn seconds(&self, variable: &'static str, default: f64) -> Result<f64, ConfigError> {
+        self.number(variable, default, 0.001, 86_400.0)
+    }
+
+    /// A CloudWatch namespace: 1-255 of letters, digits and `.-_/#:` (no leading colon).
+    fn namespace(&self, variable: &'static str) -> Result<String, ConfigError> {
+        let value = self.text(variable, crate::telemetry::DEFAULT_NAMESPACE)?;
+        let allowed = |c: char| c.is_ascii_alphanumeric() || ".-_/#: ".contains(c);
+        if value.len() > 255 || value.starts_with(':') || !value.chars().all(allowed) {
+            return Err(ConfigError {
+                variable,
+                value,
+                reason: "a CloudWatch namespace: up to 255 letters, digits, spaces and .-_/#:"
+                    .into(),
+            });
         }
         Ok(value)
     }
@@ -183,5 +232,21 @@ mod tests {
         assert_eq!(e.variable, "MAX_BACKOFF_SECONDS");
         let e = with(&[("SLUICE_TABLE_NAME", " ")]).expect_err("bad");
         assert_eq!(e.variable, "SLUICE_TABLE_NAME");
+        let e = with(&[("SLO_FAILURE_RATE_MAX", "1.5")]).expect_err("bad");
+        assert_eq!(e.variable, "SLO_FAILURE_RATE_MAX");
+        let e = with(&[("SLUICE_METRICS_NAMESPACE", "bad|name")]).expect_err("bad");
+        assert_eq!(e.variable, "SLUICE_METRICS_NAMESPACE");
+    }
+
+    #[test]
+    fn observability_defaults_are_the_seed_slos() {
+        let c = with(&[]).expect("defaults").observability;
+        assert_eq!(c.metrics_namespace, "Sluice");
+        assert_eq!(c.window_runs, 300);
+        assert_eq!(c.slo_failure_rate_max, 0.20);
+        assert_eq!(c.slo_latency_p95_secs, 45.0);
+        assert_eq!(c.slo_recovery_trail_min, 1.0);
+        let c = with(&[("SLO_LATENCY_P95_SECONDS", "2.5")]).expect("fractional seconds");
+        assert_eq!(c.observability.slo_latency_p95_secs, 2.5);
     }
 }

@@ -15,6 +15,7 @@ pub mod error;
 pub mod manifest;
 pub mod ports;
 pub mod startup;
+pub mod telemetry;
 pub mod usecases;
 
 pub use clock::{Clock, FakeClock, SystemClock};

@@ -21,6 +21,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::config::{ConfigError, ReliabilityConfig};
 use crate::manifest::{Manifest, ManifestError, Secrets};
 use crate::ports::ToolClient;
+use crate::telemetry::EmfSink;
 
 /// The manifest's YAML text.
 pub const MANIFEST_INLINE_VAR: &str = "SLUICE_MANIFEST_INLINE";
@@ -143,14 +144,15 @@ pub async fn aws_app_from_env_with(
         endpoint = endpoint.as_deref().unwrap_or("aws"),
         "started"
     );
-    Ok(App {
+    Ok(App::new(
         backend,
         tools,
-        clock: Arc::new(SystemClock),
-        manifest: Arc::new(settings.manifest),
-        secrets: Arc::new(settings.secrets),
-        config: Arc::new(settings.config),
-    })
+        Arc::new(SystemClock),
+        settings.manifest,
+        settings.secrets,
+        settings.config,
+    )
+    .with_emf(EmfSink::Stdout))
 }
 
 /// The App in memory with the HTTP tool client (the local run).
@@ -171,14 +173,14 @@ pub fn memory_app_with_tools<T: ToolClient>(
     clock: Arc<dyn Clock>,
     tools: T,
 ) -> App<MemoryBackend, T> {
-    App {
-        backend: MemoryBackend::new(clock.clone()),
+    App::new(
+        MemoryBackend::new(clock.clone()),
         tools,
         clock,
-        manifest: Arc::new(manifest),
-        secrets: Arc::new(secrets),
-        config: Arc::new(config),
-    }
+        manifest,
+        secrets,
+        config,
+    )
 }
 
 /// Reads the config, the manifest and the secrets in `scope` through `lookup`; a manifest file

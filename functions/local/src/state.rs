@@ -68,14 +68,14 @@ pub async fn aws_app(
         endpoint.as_deref().unwrap_or("AWS")
     );
     let tools = HttpToolClient::try_new().map_err(|e| StateError::Tools(Box::new(e)))?;
-    let app = App {
-        backend: AwsBackend::new(dynamodb, sqs, &table, &queue_url),
+    let app = App::new(
+        AwsBackend::new(dynamodb, sqs, &table, &queue_url),
         tools,
-        clock: Arc::new(SystemClock),
-        manifest: Arc::new(manifest),
-        secrets: Arc::new(secrets),
-        config: Arc::new(config),
-    };
+        Arc::new(SystemClock),
+        manifest,
+        secrets,
+        config,
+    );
     Ok((app, description))
 }
 

@@ -66,6 +66,7 @@ use crate::manifest::{Manifest, PipelineSpec};
 use crate::ports::{
     Backend, ConnectorStore, ExecutionStore, Ledger, StageMessage, StageQueue, ToolClient, MAX_PAGE,
 };
+use crate::telemetry;
 
 /// Page size of `GET /v1/executions` without `limit`.
 pub const DEFAULT_PAGE: u32 = 20;
@@ -469,7 +470,13 @@ async fn replay<B: Backend, T: ToolClient>(
         not_before,
     };
     let mut record = match executions.create(new, now).await? {
-        CreateOutcome::Created(record) => record,
+        CreateOutcome::Created(record) => {
+            app.metrics.count(
+                telemetry::PIPELINE_RUNS,
+                &[("Pipeline", record.pipeline.as_str())],
+            );
+            record
+        }
         CreateOutcome::Existing(_) => {
             return Err(ApiError::Unavailable(format!(
                 "execution id {new_id} collided"
@@ -1132,14 +1139,14 @@ pipelines:
     fn fixture() -> Fixture {
         let clock = FakeClock::at(Timestamp::from_millis(T0));
         let shared: Arc<dyn crate::Clock> = Arc::new(clock.clone());
-        let app = App {
-            backend: MemoryBackend::new(shared.clone()),
-            tools: NoTools,
-            clock: shared,
-            manifest: Arc::new(Manifest::parse(MANIFEST, "test.yaml").expect("manifest")),
-            secrets: Arc::new(Secrets::default()),
-            config: Arc::new(ReliabilityConfig::from_lookup(|_| None).expect("config")),
-        };
+        let app = App::new(
+            MemoryBackend::new(shared.clone()),
+            NoTools,
+            shared,
+            Manifest::parse(MANIFEST, "test.yaml").expect("manifest"),
+            Secrets::default(),
+            ReliabilityConfig::from_lookup(|_| None).expect("config"),
+        );
         Fixture { app, clock }
     }
 

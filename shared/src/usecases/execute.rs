@@ -31,7 +31,7 @@
 //! message is sent after the record moved to that stage; if that send fails the sweeper
 //! re-queues the run (a RUNNING record without a lease).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 
 use futures::StreamExt;
@@ -56,6 +56,7 @@ use crate::ports::{
     Backend, ConnectorStore, ExecutionStore, Ledger, ReceivedMessage, SemaphoreStore, StageMessage,
     StageQueue, ToolClient,
 };
+use crate::telemetry;
 
 /// How many records of one batch run at the same time.
 pub const BATCH_CONCURRENCY: usize = 4;
@@ -101,7 +102,17 @@ impl DeferCause {
             DeferCause::ConnectorSlotsFull => "connector_slots_full",
         }
     }
+
+    /// Whether the deferral is the system holding work back (counted as
+    /// `pipeline_throttled_total`): slots full, breaker open or probing. A wait for a delay
+    /// decided earlier, or for another worker's lease, is not.
+    pub fn is_throttle(self) -> bool {
+        !matches!(self, DeferCause::NotBefore | DeferCause::LeaseHeld)
+    }
 }
+
+/// The `blocked_reason` of a run stopped by loop protection (`MAX_PIPELINE_ATTEMPTS`).
+pub const RETRIES_EXHAUSTED: &str = "retries_exhausted";
 
 impl From<DeferReason> for DeferCause {
     fn from(reason: DeferReason) -> Self {
@@ -240,6 +251,10 @@ pub async fn run_message<B: Backend, T: ToolClient>(
     worker: &HolderId,
 ) -> Result<Disposition, ExecuteError> {
     let result = run(app, &received.message, worker).await;
+    if let Ok(Disposition::Skipped { why }) = &result {
+        app.metrics
+            .count(telemetry::RUNS_SKIPPED, &[("Reason", why.as_str())]);
+    }
     match &result {
         Ok(disposition) => tracing::info!(
             disposition = disposition.kind(),
@@ -343,6 +358,8 @@ struct LedgerView {
     payload: Option<Json>,
     /// Outputs of the stages that succeeded, by stage name.
     outputs: BTreeMap<String, Json>,
+    /// Indexes of the stages whose tool call succeeded in this execution.
+    tool_succeeded: BTreeSet<u32>,
     next_seq: u64,
 }
 
@@ -350,6 +367,7 @@ impl LedgerView {
     fn read(events: &[LedgerEvent], pipeline: Option<&PipelineSpec>) -> Self {
         let mut payload = None;
         let mut outputs = BTreeMap::new();
+        let mut tool_succeeded = BTreeSet::new();
         for event in events {
             match event.kind {
                 EventKind::Received if payload.is_none() => {
@@ -360,6 +378,7 @@ impl LedgerView {
                     }
                 }
                 EventKind::ToolSucceeded => {
+                    tool_succeeded.extend(event.stage);
                     let name = event
                         .detail
                         .get("stage_name")
@@ -380,6 +399,7 @@ impl LedgerView {
         Self {
             payload,
             outputs,
+            tool_succeeded,
             next_seq,
         }
     }
@@ -457,6 +477,21 @@ impl<'a, B: Backend, T: ToolClient> StageRun<'a, B, T> {
             }
         }
 
+        // The call succeeded before, but the run stopped before it moved on (a crash between
+        // the ledger and the record): the side effect is not made twice.
+        let stage = self.record.stage;
+        if self.view().await?.tool_succeeded.contains(&stage) {
+            app.metrics.count(
+                telemetry::SIDE_EFFECT_SKIPPED,
+                &[("Connector", plan.stage.connector.as_str())],
+            );
+            tracing::info!(
+                stage = self.record.stage,
+                "tool call already succeeded; moving on without calling it again"
+            );
+            return self.succeed(&plan).await;
+        }
+
         let attempt = self.record.attempt_count + 1;
         self.append(
             EventKind::StageStarted,
@@ -500,7 +535,13 @@ impl<'a, B: Backend, T: ToolClient> StageRun<'a, B, T> {
             Admission::Deferred { until, reason } => {
                 return self.defer(reason.into(), until, true).await;
             }
-            Admission::Refused(switch) => return self.kill_switch(switch).await,
+            Admission::Refused(switch) => {
+                app.metrics.count(
+                    telemetry::POLICY_VIOLATIONS,
+                    &[("Connector", plan.stage.connector.as_str())],
+                );
+                return self.kill_switch(switch).await;
+            }
         };
 
         self.append(
@@ -516,6 +557,12 @@ impl<'a, B: Backend, T: ToolClient> StageRun<'a, B, T> {
         )
         .await?;
         let outcome = app.tools.call(&request).await;
+        app.metrics.tool_call(
+            request.connector.as_str(),
+            request.tool.as_str(),
+            outcome.latency_ms(),
+            !matches!(outcome, ToolOutcome::Succeeded { .. }),
+        );
         // The call was made: its outcome must reach the ledger even if the settle fails. A
         // slot that is not released runs out with its TTL.
         let settled = app
@@ -531,6 +578,11 @@ impl<'a, B: Backend, T: ToolClient> StageRun<'a, B, T> {
         match settled {
             Ok(report) => {
                 if let Some(t) = report.transition {
+                    let to = t.to.as_str().to_ascii_lowercase();
+                    app.metrics.count(
+                        telemetry::BREAKER_TRANSITIONS,
+                        &[("Connector", ticket.connector.as_str()), ("To", &to)],
+                    );
                     tracing::info!(
                         connector = %ticket.connector,
                         from = t.from.as_str(),
@@ -698,7 +750,7 @@ impl<'a, B: Backend, T: ToolClient> StageRun<'a, B, T> {
         let policy = plan.stage.retry_policy(&app.config.retry);
         match policy.after_failure(attempt, rand::random::<f64>(), retry_after) {
             RetryDecision::Exhausted { attempts } => {
-                self.block("retries_exhausted".to_owned(), attempts, json!({}))
+                self.block(RETRIES_EXHAUSTED.to_owned(), attempts, json!({}))
                     .await
             }
             RetryDecision::RetryAfter { delay_secs } => {
@@ -724,6 +776,10 @@ impl<'a, B: Backend, T: ToolClient> StageRun<'a, B, T> {
                     return Ok(skipped(SkipReason::LeaseLost));
                 }
                 send_copy(app, &self.record.id, self.record.stage, until).await?;
+                app.metrics.count(
+                    telemetry::RETRIES,
+                    &[("Pipeline", self.record.pipeline.as_str())],
+                );
                 Ok(Disposition::RetryScheduled {
                     attempt,
                     delay_secs,
@@ -746,6 +802,9 @@ impl<'a, B: Backend, T: ToolClient> StageRun<'a, B, T> {
                 return Ok(skipped(SkipReason::LeaseLost));
             }
             self.release_pipeline_slot().await;
+            self.app
+                .metrics
+                .count(telemetry::RUN_OUTCOMES, &[("Outcome", "succeeded")]);
             return Ok(Disposition::Completed);
         }
         self.append(
@@ -814,6 +873,14 @@ impl<'a, B: Backend, T: ToolClient> StageRun<'a, B, T> {
             return Ok(skipped(SkipReason::LeaseLost));
         }
         self.release_pipeline_slot().await;
+        let metrics = &self.app.metrics;
+        metrics.count(telemetry::RUN_OUTCOMES, &[("Outcome", "blocked")]);
+        if reason == RETRIES_EXHAUSTED {
+            metrics.count(
+                telemetry::LOOP_BLOCKED,
+                &[("Pipeline", self.record.pipeline.as_str())],
+            );
+        }
         Ok(Disposition::Blocked { reason })
     }
 
@@ -843,6 +910,11 @@ impl<'a, B: Backend, T: ToolClient> StageRun<'a, B, T> {
             return Ok(skipped(SkipReason::LeaseLost));
         }
         send_copy(self.app, &self.record.id, self.record.stage, until).await?;
+        if reason.is_throttle() {
+            self.app
+                .metrics
+                .count(telemetry::THROTTLED, &[("Cause", reason.as_str())]);
+        }
         Ok(Disposition::Deferred { reason, until })
     }
 
@@ -1271,7 +1343,8 @@ pipelines:
                 config,
                 shared,
                 tools.clone(),
-            );
+            )
+            .with_emf(crate::telemetry::EmfSink::Memory(Default::default()));
             Self {
                 app,
                 clock,
@@ -1589,6 +1662,119 @@ mod tests {
         assert!(h.app.backend.queue.is_empty());
     }
 
+    /// The EMF lines the harness's recorder wrote, parsed.
+    fn emf(h: &Harness) -> Vec<Json> {
+        h.app
+            .metrics
+            .emf_lines()
+            .iter()
+            .map(|line| serde_json::from_str(line).expect("an EMF line is JSON"))
+            .collect()
+    }
+
+    /// The lines that carry metric `name`.
+    fn lines_of(h: &Harness, name: &str) -> Vec<Json> {
+        emf(h)
+            .into_iter()
+            .filter(|line| line.get(name).is_some())
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_run_blocked_by_loop_protection_emits_its_metrics_as_emf() {
+        let h = Harness::new(vec![failed(500, None), timed_out(), failed(502, None)]);
+        h.seed("r1", json!({"name": "Ada"})).await;
+        for _ in 1..=2 {
+            h.step().await;
+            h.clock.advance_secs(40);
+        }
+        assert!(matches!(h.step().await, Disposition::Blocked { .. }));
+        let tool = h.tools.calls()[0].tool.to_string();
+
+        let calls = lines_of(&h, "tool_latency_ms");
+        assert_eq!(calls.len(), 3, "one line per call");
+        let latencies: Vec<f64> = calls
+            .iter()
+            .map(|l| l["tool_latency_ms"].as_f64().unwrap())
+            .collect();
+        assert_eq!(latencies, [7.0, 10_000.0, 7.0]);
+        for line in &calls {
+            assert_eq!(line["tool_error"], json!(1.0));
+            assert_eq!(line["Connector"], json!("crm"));
+            assert_eq!(line["Tool"], json!(tool));
+            let directive = &line["_aws"]["CloudWatchMetrics"][0];
+            assert_eq!(directive["Namespace"], json!("Sluice"));
+            assert_eq!(
+                directive["Dimensions"],
+                json!([["Connector"], ["Connector", "Tool"], []])
+            );
+            assert_eq!(
+                directive["Metrics"],
+                json!([
+                    {"Name": "tool_latency_ms", "Unit": "Milliseconds"},
+                    {"Name": "tool_error", "Unit": "Count"}
+                ])
+            );
+        }
+        let retries = lines_of(&h, "pipeline_retry_total");
+        assert_eq!(retries.len(), 2);
+        assert_eq!(retries[0]["Pipeline"], json!("review"));
+        let outcomes = lines_of(&h, "pipeline_run_outcome_total");
+        assert_eq!(outcomes.len(), 1);
+        assert_eq!(outcomes[0]["Outcome"], json!("blocked"));
+        assert_eq!(lines_of(&h, "pipeline_loop_blocked_total").len(), 1);
+        assert!(lines_of(&h, "policy_violations_total").is_empty());
+        let m = &h.app.metrics;
+        let by = [("Connector", "crm"), ("Tool", tool.as_str())];
+        assert_eq!(m.total(telemetry::TOOL_ERROR, &by), 3.0);
+        assert_eq!(m.total(telemetry::TOOL_LATENCY_MS, &by), 10_014.0);
+    }
+
+    #[tokio::test]
+    async fn a_success_counts_one_outcome_and_errors_of_zero() {
+        let h = Harness::new(vec![ok(json!({"id": 1})), ok(json!({"sent": true}))]);
+        h.seed("r1", json!({"name": "Ada"})).await;
+        assert_eq!(h.step().await, Disposition::Advanced);
+        assert_eq!(h.step().await, Disposition::Completed);
+        let calls = lines_of(&h, "tool_error");
+        assert_eq!(calls.len(), 2);
+        assert!(calls.iter().all(|l| l["tool_error"] == json!(0.0)));
+        let outcomes = lines_of(&h, "pipeline_run_outcome_total");
+        assert_eq!(outcomes.len(), 1);
+        assert_eq!(outcomes[0]["Outcome"], json!("succeeded"));
+    }
+
+    #[tokio::test]
+    async fn a_recorded_success_is_not_called_again_after_a_crash() {
+        let h = Harness::new(vec![ok(json!({"sent": true}))]);
+        let id = h.seed("r1", json!({"name": "Ada"})).await;
+        // A worker called stage 0's tool and recorded the success, then died before the
+        // record moved on.
+        let succeeded = LedgerEvent {
+            execution_id: id.clone(),
+            seq: 2,
+            at: h.now(),
+            kind: EventKind::ToolSucceeded,
+            stage: Some(0),
+            detail: json!({"status": 200, "output": {"id": 17}}),
+        };
+        h.app.backend.ledger().append(succeeded).await.unwrap();
+
+        assert_eq!(h.step().await, Disposition::Advanced);
+        assert!(
+            h.tools.calls().is_empty(),
+            "stage 0's side effect is not repeated"
+        );
+        assert_eq!(h.record(&id).await.stage, 1);
+        let skipped = lines_of(&h, "side_effect_skipped_total");
+        assert_eq!(skipped.len(), 1);
+        assert_eq!(skipped[0]["Connector"], json!("crm"));
+
+        // Stage 1 was never called: it is.
+        assert_eq!(h.step().await, Disposition::Completed);
+        assert_eq!(h.tools.calls().len(), 1);
+    }
+
     #[tokio::test]
     async fn a_non_retryable_answer_blocks_at_once() {
         let h = Harness::new(vec![failed(404, None)]);
@@ -1643,6 +1829,15 @@ mod tests {
         let deferred = events.last().unwrap();
         assert_eq!(deferred.kind, EventKind::Deferred);
         assert_eq!(deferred.detail["reason"], json!("breaker_open"));
+        let opened = lines_of(&h, "breaker_transitions_total");
+        assert_eq!(opened.len(), 1);
+        assert_eq!(
+            (&opened[0]["Connector"], &opened[0]["To"]),
+            (&json!("crm"), &json!("open"))
+        );
+        let throttled = lines_of(&h, "pipeline_throttled_total");
+        assert_eq!(throttled.len(), 1);
+        assert_eq!(throttled[0]["Cause"], json!("breaker_open"));
         assert_eq!(
             h.tools.calls().len(),
             1,
@@ -1737,6 +1932,9 @@ mod tests {
         assert_eq!(blocked.detail["set_by"], json!("ops@example.com"));
         assert_eq!(blocked.detail["switch_reason"], json!("incident 42"));
         assert!(h.tools.calls().is_empty());
+        let refused = lines_of(&h, "policy_violations_total");
+        assert_eq!(refused.len(), 1);
+        assert_eq!(refused[0]["Connector"], json!("crm"));
         assert_eq!(pipeline_slots(&h).await, 0);
     }
 

@@ -104,6 +104,7 @@ use crate::ports::{
     Backend, DeliveryStore, ExecutionStore, Ledger, RateLimiter, StageMessage, StageQueue,
     ToolClient,
 };
+use crate::telemetry;
 
 /// The route prefix: `POST /webhooks/{source}`.
 pub const WEBHOOK_PATH_PREFIX: &str = "/webhooks/";
@@ -323,7 +324,34 @@ pub async fn accept_webhook<B: Backend, T: ToolClient>(
         Err(error) => Err(error),
     };
     log_outcome(source, known.as_ref(), &result);
+    if let Ok(accepted) = &result {
+        count_outcome(app, source, accepted);
+    }
     result
+}
+
+/// The metrics of an accepted delivery (docs/architecture.md, "Observability").
+fn count_outcome<B: Backend, T: ToolClient>(app: &App<B, T>, source: &str, accepted: &Accepted) {
+    let metrics = &app.metrics;
+    let pipeline = || {
+        SourceId::parse(source)
+            .ok()
+            .and_then(|id| app.manifest.sources.get(&id))
+            .map_or_else(String::new, |spec| spec.pipeline.to_string())
+    };
+    match accepted {
+        Accepted::Queued { .. } => {
+            metrics.count(telemetry::PIPELINE_RUNS, &[("Pipeline", &pipeline())]);
+        }
+        Accepted::Delayed { .. } => {
+            metrics.count(telemetry::PIPELINE_RUNS, &[("Pipeline", &pipeline())]);
+            metrics.count(telemetry::THROTTLED, &[("Cause", "rate_limit")]);
+        }
+        Accepted::Duplicate { .. } => {
+            metrics.count(telemetry::WEBHOOK_DEDUPED, &[("Source", source)])
+        }
+        Accepted::Joined { .. } => metrics.count(telemetry::RUNS_SKIPPED, &[("Reason", "joined")]),
+    }
 }
 
 /// A delivery that passed every check, ready to record.
@@ -702,6 +730,7 @@ mod tests {
     use crate::domain::tool::{ToolFailure, ToolOutcome, ToolRequest};
     use crate::manifest::{Manifest, Secrets};
     use crate::ports::ReceivedMessage;
+    use crate::telemetry::EmfSink;
 
     /// The signing secrets of the test sources.
     const GH_SECRET: &[u8] = b"gh-test-secret";
@@ -789,14 +818,15 @@ pipelines:
         }
         secrets.insert_source_secret(id("stripe"), STRIPE_SECRET);
         secrets.insert_source_secret(id("generic"), HMAC_SECRET);
-        App {
+        App::new(
             backend,
-            tools: NoTools,
-            clock: Arc::new(clock.clone()),
-            manifest: Arc::new(manifest),
-            secrets: Arc::new(secrets),
-            config: Arc::new(ReliabilityConfig::from_lookup(|_| None).expect("defaults")),
-        }
+            NoTools,
+            Arc::new(clock.clone()),
+            manifest,
+            secrets,
+            ReliabilityConfig::from_lookup(|_| None).expect("defaults"),
+        )
+        .with_emf(EmfSink::Memory(Default::default()))
     }
 
     fn setup() -> (App<MemoryBackend, NoTools>, FakeClock) {
@@ -975,6 +1005,17 @@ pipelines:
                 .len(),
             1
         );
+        let m = &app.metrics;
+        assert_eq!(
+            m.total(telemetry::WEBHOOK_DEDUPED, &[("Source", "gh")]),
+            1.0
+        );
+        assert_eq!(m.total(telemetry::PIPELINE_RUNS, &[("Pipeline", "p")]), 1.0);
+        let lines = m.emf_lines();
+        assert_eq!(lines.len(), 2, "{lines:?}");
+        let deduped: Value = serde_json::from_str(&lines[1]).unwrap();
+        assert_eq!(deduped["webhook_deduped_total"], json!(1.0));
+        assert_eq!(deduped["Source"], json!("gh"));
     }
 
     #[tokio::test]
@@ -1031,6 +1072,8 @@ pipelines:
         assert_eq!(third.status, 202, "{third:?}");
         assert_eq!(third.body["status"], json!("delayed"));
         let delay = third.body["delay_seconds"].as_u64().expect("delay_seconds");
+        let throttled = [("Cause", "rate_limit")];
+        assert_eq!(app.metrics.total(telemetry::THROTTLED, &throttled), 1.0);
         assert!(delay > 0);
         // The next minute window starts 40 s after START.
         assert_eq!(delay, 40);

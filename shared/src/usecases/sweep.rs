@@ -26,6 +26,7 @@ use crate::domain::ledger::{AppendOutcome, EventKind, LedgerEvent};
 use crate::domain::time::Timestamp;
 use crate::error::StoreError;
 use crate::ports::{Backend, ExecutionStore, Ledger, StageMessage, StageQueue, ToolClient};
+use crate::telemetry;
 
 /// How long an execution may stay RECEIVED before the sweeper queues it.
 pub const RECEIVED_GRACE_SECS: i64 = 60;
@@ -146,8 +147,16 @@ pub async fn sweep<B: Backend, T: ToolClient>(app: &App<B, T>) -> Result<SweepRe
         report.inspected += 1;
         match Box::pin(inspect(app, &candidate.id, now)).await {
             Ok(None) => report.skipped += 1,
-            Ok(Some(Action::RecoverExpiredLease)) => report.recovered += 1,
-            Ok(Some(Action::RequeueUnleased | Action::QueueReceived)) => report.requeued += 1,
+            Ok(Some(Action::RecoverExpiredLease)) => {
+                report.recovered += 1;
+                app.metrics
+                    .count(telemetry::RECOVERIES, &[("Kind", "lease_expired")]);
+            }
+            Ok(Some(Action::RequeueUnleased | Action::QueueReceived)) => {
+                report.requeued += 1;
+                app.metrics
+                    .count(telemetry::RECOVERIES, &[("Kind", "requeued")]);
+            }
             Err(error) => {
                 report.failed += 1;
                 tracing::warn!(

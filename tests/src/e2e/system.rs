@@ -20,6 +20,7 @@ use sluice::domain::ledger::{EventKind, LedgerEvent};
 use sluice::domain::signature::sign_github;
 use sluice::manifest::Manifest;
 use sluice::ports::{Backend, ExecutionStore, Ledger};
+use sluice::telemetry::EmfSink;
 use sluice::usecases::sweep::{self, SweepReport};
 use sluice_local::DevAuth;
 use tokio::sync::watch;
@@ -250,14 +251,15 @@ impl System {
         let secrets = manifest
             .secrets(|name| lookup.get(name).cloned())
             .expect("the test manifest's secrets are set");
-        let app = App {
-            backend: AwsBackend::new(dynamodb, sqs, &table, &queue_url),
-            tools: HttpToolClient::new(),
-            clock: setup.clock.clone(),
-            manifest: Arc::new(manifest),
-            secrets: Arc::new(secrets),
-            config: Arc::new(config),
-        };
+        let app = App::new(
+            AwsBackend::new(dynamodb, sqs, &table, &queue_url),
+            HttpToolClient::new(),
+            setup.clock.clone(),
+            manifest,
+            secrets,
+            config,
+        )
+        .with_emf(EmfSink::Memory(Default::default()));
         let auth = DevAuth::generate();
         let router = sluice_local::router(app.clone(), auth.clone());
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
