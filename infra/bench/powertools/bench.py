@@ -20,13 +20,14 @@ import os
 import statistics
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
 import uuid
 import warnings
 from collections import Counter
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from importlib.metadata import version
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -76,9 +77,8 @@ class ConnectorHandler(http.server.BaseHTTPRequestHandler):
 def serve_connector():
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), ConnectorHandler)
     print(server.server_address[1], flush=True)
-    # The parent closes our stdin when it is done; a watcher thread then stops the server.
-    import threading
 
+    # The parent closes our stdin when it is done; a watcher thread then stops the server.
     def watch_parent():
         sys.stdin.read()
         server.shutdown()
@@ -124,7 +124,9 @@ def check_endpoint(endpoint):
     try:
         with urllib.request.urlopen(request, timeout=5) as resp:
             if resp.status != 200 or b"TableNames" not in resp.read():
-                fail(f"{endpoint} answered ListTables with HTTP {resp.status}, not a DynamoDB engine")
+                fail(
+                    f"{endpoint} answered ListTables with HTTP {resp.status}, not a DynamoDB engine"
+                )
     except (urllib.error.URLError, OSError) as err:
         fail(f"engine endpoint {endpoint} is unreachable: {err}")
 
@@ -141,6 +143,9 @@ def lambda_env(endpoint, names):
         AWS_EC2_METADATA_DISABLED="true",
         AWS_LAMBDA_FUNCTION_NAME="powertools-reference",
         WEBHOOK_SECRET=SECRET,
+        # As on Lambda, where /var/task is read-only: the packages' .pyc files (pip compiled
+        # them) are used, none is written for handler.py. Also keeps the worktree clean.
+        PYTHONDONTWRITEBYTECODE="1",
         **names,
     )
     env.pop("AWS_SESSION_TOKEN", None)
@@ -389,7 +394,9 @@ def measure_requests(handler, clients, service_sqs, connector_url, queue_url, qu
             fail(f"unexpected stage message {message['Body']}")
         stage_event = {
             "Records": [
-                sqs_record(message["MessageId"], message["ReceiptHandle"], message["Body"], queue_arn)
+                sqs_record(
+                    message["MessageId"], message["ReceiptHandle"], message["Body"], queue_arn
+                )
             ]
         }
         counter.take()
@@ -497,8 +504,6 @@ def measure_cpu(handler, webhooks, stage_records, repetitions, batch_size, queue
         started = time.process_time()
         run_stages(handler, events)
         stage_ms.append((time.process_time() - started) * 1000.0 / stage_records)
-    log(f"cpu ms/webhook per repetition: {[round(x, 3) for x in webhook_ms]}")
-    log(f"cpu ms/stage record per repetition: {[round(x, 3) for x in stage_ms]}")
     return {
         "webhook": round(statistics.median(webhook_ms), 3),
         "stage_record": round(statistics.median(stage_ms), 3),
@@ -506,6 +511,8 @@ def measure_cpu(handler, webhooks, stage_records, repetitions, batch_size, queue
         "stage_records": stage_records,
         "repetitions": repetitions,
         "stage_batch_size": batch_size,
+        "webhook_each_repetition": [round(x, 3) for x in webhook_ms],
+        "stage_record_each_repetition": [round(x, 3) for x in stage_ms],
     }
 
 
@@ -539,6 +546,8 @@ def main():
         if not 1 <= getattr(args, name) <= 10_000:
             fail(f"--{name.replace('_', '-')} must be between 1 and 10000")
     check_endpoint(args.endpoint)
+    if os.path.exists(args.out):
+        os.remove(args.out)  # a failed run must not leave an older result looking fresh
     begun = time.monotonic()
     load_at_start = round(os.getloadavg()[0], 2)
 
@@ -568,6 +577,7 @@ def main():
         warnings.filterwarnings("error", category=UserWarning, module="aws_lambda_powertools")
         sys.path.insert(0, HERE)
         import botocore
+
         import handler
 
         clients = handler_clients(handler)
@@ -594,7 +604,7 @@ def main():
             "botocore_version": botocore.__version__,
             "python_version": ".".join(map(str, sys.version_info[:3])),
             "engine": "ministack",
-            "measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
             "host": {
                 "cpus": os.cpu_count(),
                 "load_average_1m_at_start": load_at_start,
@@ -613,9 +623,11 @@ def main():
             connector.kill()
         if names:
             delete_resources(admin_ddb, admin_sqs, names)
-    with open(args.out, "w") as out:
+    partial = args.out + ".partial"
+    with open(partial, "w") as out:
         json.dump(result, out, indent=2)
         out.write("\n")
+    os.replace(partial, args.out)
     log(f"wrote {args.out} in {time.monotonic() - begun:.1f} s")
 
 
