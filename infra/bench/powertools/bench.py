@@ -361,7 +361,12 @@ def measure_requests(handler, clients, service_sqs, connector_url, queue_url, qu
     try:
         delivery_id = str(uuid.uuid4())
         event = webhook_event(delivery_id)
+        forged = webhook_event(delivery_id)
+        forged["headers"]["x-hub-signature-256"] = "sha256=" + "0" * 64
         counter.take()
+        rejected = handler.intake_handler(forged, FakeContext())
+        if rejected["statusCode"] != 401 or counter.take():
+            fail(f"a forged signature was not rejected before any request: {rejected}")
         first = handler.intake_handler(event, FakeContext())
         accepted = counter.take()
         if first["statusCode"] != 202:
