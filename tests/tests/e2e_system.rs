@@ -16,7 +16,10 @@ use sluice::domain::ids::{ConnectorId, ExecutionId};
 use sluice::domain::ledger::EventKind;
 use sluice::domain::time::Timestamp;
 use sluice::ports::{Backend, ConnectorStore};
-use sluice_tests::e2e::system::{count_kind, execution_id, push, wait_until, CONNECTOR, TENANT};
+use sluice::telemetry;
+use sluice_tests::e2e::system::{
+    count_kind, execution_id, push, wait_until, CONNECTOR, SOURCE, TENANT,
+};
 use sluice_tests::e2e::{ManifestSpec, RecordingConnector, Reply, Setup, System};
 
 const DEADLINE: Duration = Duration::from_secs(30);
@@ -125,6 +128,60 @@ async fn duplicate_storm_runs_each_delivery_once() {
     }
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(connector.total(), 40);
+
+    // The metrics say the same: as EMF lines (what CloudWatch would extract) ...
+    let lines: Vec<Value> = system
+        .app
+        .metrics
+        .emf_lines()
+        .iter()
+        .map(|l| serde_json::from_str(l).expect("EMF lines are JSON"))
+        .collect();
+    let sum = |name: &str, key: &str, value: &str| -> f64 {
+        lines
+            .iter()
+            .filter(|l| l[key] == value)
+            .filter_map(|l| l[name].as_f64())
+            .sum()
+    };
+    assert_eq!(
+        sum("webhook_deduped_total", "Source", SOURCE),
+        100.0,
+        "80 in the storm, 20 after"
+    );
+    assert_eq!(sum("pipeline_runs_total", "Pipeline", "review"), 20.0);
+    assert_eq!(
+        sum("pipeline_run_outcome_total", "Outcome", "succeeded"),
+        20.0
+    );
+    let calls: Vec<&Value> = lines
+        .iter()
+        .filter(|l| l.get("tool_latency_ms").is_some())
+        .collect();
+    assert_eq!(calls.len(), 40);
+    assert!(calls
+        .iter()
+        .all(|l| l["tool_error"] == 0.0 && l["Connector"] == CONNECTOR));
+    assert!(lines
+        .iter()
+        .all(|l| l["_aws"]["CloudWatchMetrics"][0]["Namespace"] == "Sluice"));
+    // ... and as Prometheus text on the local run's /metrics.
+    let text = system
+        .http
+        .get(format!("{}/metrics", system.base_url))
+        .send()
+        .await
+        .expect("GET /metrics")
+        .text()
+        .await
+        .expect("a text body");
+    for expected in [
+        format!("sluice_webhook_deduped_total{{source=\"{SOURCE}\"}} 100\n"),
+        "sluice_pipeline_run_outcome_total{outcome=\"succeeded\"} 20\n".to_owned(),
+        "sluice_pipeline_runs_total{pipeline=\"review\"} 20\n".to_owned(),
+    ] {
+        assert!(text.contains(&expected), "{expected} not in:\n{text}");
+    }
 }
 
 /// The system clock shifted by an adjustable offset, and frozen on demand, so a test can place
@@ -452,6 +509,17 @@ async fn failing_connector_opens_the_breaker_and_one_probe_closes_it() {
         deferred >= 4,
         "each run opened while the breaker was open waited"
     );
+    let transitions = |to: &str| {
+        let by = [("Connector", CONNECTOR), ("To", to)];
+        system
+            .app
+            .metrics
+            .total(telemetry::BREAKER_TRANSITIONS, &by)
+    };
+    assert_eq!(transitions("open"), 1.0);
+    assert_eq!(transitions("closed"), 1.0);
+    let by = [("Connector", CONNECTOR), ("Tool", "create_ticket")];
+    assert_eq!(system.app.metrics.total(telemetry::TOOL_ERROR, &by), 3.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -4,7 +4,8 @@
 //! `POST /webhooks/{source}` to intake, `GET /health` and `/v1/...` to the API. For `/v1/...`
 //! it plays the JWT authorizer with [`DevAuth`]: a bad token is refused here with 401, a good
 //! one becomes [`EdgeRequest::claims`], and a request without one reaches the API unauthenticated
-//! (which answers 401 itself).
+//! (which answers 401 itself). `GET /metrics` serves the metrics registry as Prometheus text
+//! (the same measurements the functions write as CloudWatch EMF lines).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -57,6 +58,7 @@ where
     Router::new()
         .route("/webhooks/{source}", post(webhook::<B, T>))
         .route("/health", get(api_route::<B, T>))
+        .route("/metrics", get(metrics::<B, T>))
         .route("/v1/{*rest}", any(api_route::<B, T>))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -106,6 +108,18 @@ where
     let answer = api::handle(&front.app, edge).await;
     log_request(&method, &path, &answer, started);
     respond(answer)
+}
+
+async fn metrics<B, T>(State(front): State<Arc<Front<B, T>>>) -> Response
+where
+    B: Backend,
+    T: ToolClient + Clone + 'static,
+{
+    (
+        [("content-type", "text/plain; version=0.0.4; charset=utf-8")],
+        front.app.metrics.prometheus(),
+    )
+        .into_response()
 }
 
 async fn not_found(uri: Uri) -> Response {

@@ -6,7 +6,8 @@
 //!
 //! | method | path | answer |
 //! |---|---|---|
-//! | GET | `/health` (no token) | `{"status": "ok", "time_ms", "sources", "connectors", "pipelines"}` |
+//! | GET | `/health` (no token) | `{"status": "ok" or "degraded", "time_ms", "version", "sources", "connectors", "pipelines", "breakers"}` |
+//! | GET | `/v1/reliability` | the caller's tenant's [`ReliabilitySummary`](super::reliability::ReliabilitySummary) |
 //! | GET | `/v1/executions?status=&limit=&cursor=` | `{"items": [execution], "next_cursor"}` |
 //! | GET | `/v1/executions/{id}` | `{"execution", "ledger": [event]}` |
 //! | POST | `/v1/executions/{id}/replay` | 202 `{"execution_id", "replay_of", "status", "stage", "not_before_ms"?, "delay_seconds"?}` |
@@ -52,6 +53,7 @@
 
 use serde_json::{json, Map, Value};
 
+use super::reliability;
 use crate::app::App;
 use crate::domain::connector::{ConnectorState, KillSwitch, LimitOverride, SwitchTarget};
 use crate::domain::execution::{
@@ -201,7 +203,7 @@ async fn route<B: Backend, T: ToolClient>(app: &App<B, T>, req: &EdgeRequest) ->
     match segments.as_slice() {
         ["health"] => {
             allow(req, &["GET"])?;
-            Ok(health(app))
+            Ok(health(app).await)
         }
         ["v1", rest @ ..] => {
             // Authentication comes before routing: without a token, no route is revealed.
@@ -223,6 +225,11 @@ async fn route_v1<B: Backend, T: ToolClient>(
         ["executions"] => {
             allow(req, &["GET"])?;
             list_executions(app, req, claims).await
+        }
+        ["reliability"] => {
+            allow(req, &["GET"])?;
+            let summary = reliability::summarize(app, &claims.tenant).await?;
+            Ok(EdgeResponse::json(200, json!(summary)))
         }
         ["executions", id] => {
             allow(req, &["GET"])?;
@@ -277,18 +284,34 @@ fn allow(req: &EdgeRequest, methods: &[&str]) -> Result<(), ApiError> {
 
 // ---- health --------------------------------------------------------------------------------
 
-fn health<B: Backend, T: ToolClient>(app: &App<B, T>) -> EdgeResponse {
-    EdgeResponse::json(
-        200,
-        json!({
-            "status": "ok",
-            "time_ms": app.clock.now().as_millis(),
-            "version": env!("CARGO_PKG_VERSION"),
-            "sources": app.manifest.sources.len(),
-            "connectors": app.manifest.connectors.len(),
-            "pipelines": app.manifest.pipelines.len(),
-        }),
-    )
+/// No tenant data: the manifest's size and every connector's breaker. `degraded` when a
+/// breaker is not closed or the backend cannot be read (then `breakers` is null and `error`
+/// says why); the answer is 200 either way, so that a load balancer's probe tells a running
+/// process from a dead one.
+async fn health<B: Backend, T: ToolClient>(app: &App<B, T>) -> EdgeResponse {
+    let mut body = json!({
+        "status": "ok",
+        "time_ms": app.clock.now().as_millis(),
+        "version": env!("CARGO_PKG_VERSION"),
+        "sources": app.manifest.sources.len(),
+        "connectors": app.manifest.connectors.len(),
+        "pipelines": app.manifest.pipelines.len(),
+    });
+    match reliability::breakers(app).await {
+        Ok(views) => {
+            if reliability::any_breaker_open(&views) {
+                body["status"] = json!("degraded");
+            }
+            body["breakers"] = json!(views);
+        }
+        Err(error) => {
+            tracing::warn!(error = %error, "health: connector states unreadable");
+            body["status"] = json!("degraded");
+            body["breakers"] = Value::Null;
+            body["error"] = json!("backend unavailable");
+        }
+    }
+    EdgeResponse::json(200, body)
 }
 
 // ---- executions ----------------------------------------------------------------------------
@@ -1287,10 +1310,47 @@ pipelines:
         assert_eq!(r.body["time_ms"], T0);
         assert_eq!(r.body["connectors"], 2);
         assert_eq!(r.body["pipelines"], 1);
+        assert_eq!(r.body["breakers"].as_array().map(Vec::len), Some(2));
+        assert_eq!(r.body["breakers"][0]["state"], "CLOSED");
         assert_eq!(
             f.call("POST", "/health", None, Value::Null).await.status,
             405
         );
+    }
+
+    #[tokio::test]
+    async fn reliability_reads_only_the_callers_tenant() {
+        let f = fixture();
+        f.seed("acme", "k1", ExecutionStatus::Succeeded).await;
+        f.seed("acme", "k2", ExecutionStatus::Blocked).await;
+        f.seed("acme", "k3", ExecutionStatus::Running).await;
+        f.seed("globex", "k1", ExecutionStatus::Blocked).await;
+        let r = f
+            .call("GET", "/v1/reliability", Some("acme"), Value::Null)
+            .await;
+        assert_eq!(r.status, 200, "{r:?}");
+        assert_eq!(r.body["tenant"], "acme");
+        assert_eq!(r.body["runs"]["total"], 3);
+        assert_eq!(r.body["runs"]["blocked"], 1);
+        assert_eq!(r.body["runs"]["in_progress"], 1);
+        assert_eq!(r.body["failure_rate"], 0.5);
+        assert_eq!(r.body["slo"]["failure_rate"]["met"], false);
+        assert_eq!(r.body["slo"]["failure_rate"]["target"], 0.2);
+        assert_eq!(r.body["breakers"].as_array().map(Vec::len), Some(2));
+        let r = f
+            .call("GET", "/v1/reliability", Some("globex"), Value::Null)
+            .await;
+        assert_eq!(
+            (
+                r.body["runs"]["total"].clone(),
+                r.body["failure_rate"].clone()
+            ),
+            (json!(1), json!(1.0))
+        );
+        let r = f
+            .call("POST", "/v1/reliability", Some("acme"), Value::Null)
+            .await;
+        assert_eq!(r.status, 405);
     }
 
     #[tokio::test]
@@ -1300,6 +1360,7 @@ pipelines:
         let id = exec.id.as_str();
         let routes = [
             ("GET", "/v1/executions".to_owned()),
+            ("GET", "/v1/reliability".to_owned()),
             ("GET", format!("/v1/executions/{id}")),
             ("POST", format!("/v1/executions/{id}/replay")),
             ("GET", "/v1/connectors/crm".to_owned()),

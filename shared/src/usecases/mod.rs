@@ -4,4 +4,5 @@
 pub mod api;
 pub mod execute;
 pub mod intake;
+pub mod reliability;
 pub mod sweep;

@@ -1,0 +1,394 @@
+//! Reliability summaries: what `GET /v1/reliability` (one tenant's runs) and `GET /health`
+//! (no tenant data) answer.
+//!
+//! The run figures come from the tenant's newest `SLUICE_RELIABILITY_WINDOW_RUNS` executions
+//! (newest first by creation) and their ledgers:
+//! - `failure_rate` = (failed + blocked) / finished runs in the window (`null` with none);
+//! - `latency_p95_sec` = nearest-rank p95 of finished runs' time from creation to their last
+//!   write (the terminal one);
+//! - `recovery_events` = ledger events of the window's runs that record a recovery action:
+//!   RETRY_SCHEDULED, RECOVERY_LEASE_EXPIRED, RECOVERY_REQUEUED, REPLAY_REQUESTED;
+//! - a failed or blocked run "has a recovery trail" when its ledger holds the BLOCKED (or
+//!   FAILED) event that names the reason and the attempt count, so an operator can decide on
+//!   a replay; `recovery_trail_ratio` = such runs / failed and blocked runs.
+//!
+//! The SLO targets are configuration (`SLO_*`, docs/configuration.md); the summary says which
+//! are met. A target with nothing to measure (no finished run) counts as met and says so.
+//! Ledgers are read at most [`LEDGER_READS_AT_ONCE`] at a time: an operator's call, not the
+//! hot path.
+
+use futures::{StreamExt, TryStreamExt};
+use serde::Serialize;
+
+use crate::app::App;
+use crate::domain::connector::{BreakerState, ConnectorState};
+use crate::domain::execution::{ExecutionRecord, ExecutionStatus};
+use crate::domain::ids::TenantId;
+use crate::domain::ledger::{EventKind, LedgerEvent};
+use crate::error::StoreError;
+use crate::ports::{Backend, ConnectorStore, ExecutionStore, Ledger, ToolClient, MAX_PAGE};
+
+/// Ledger reads in flight at once while summarizing.
+pub const LEDGER_READS_AT_ONCE: usize = 8;
+
+/// The answer of `GET /v1/reliability`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ReliabilitySummary {
+    pub tenant: TenantId,
+    /// The configured window (runs).
+    pub window_runs: u32,
+    pub runs: RunFigures,
+    pub failure_rate: Option<f64>,
+    pub latency_p95_sec: Option<f64>,
+    pub recovery_events: u64,
+    pub recovery_trail_ratio: Option<f64>,
+    pub slo: SloReport,
+    pub breakers: Vec<BreakerView>,
+}
+
+/// Counts of the window's runs by where they are.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct RunFigures {
+    /// Runs read (at most the window).
+    pub total: u32,
+    pub succeeded: u32,
+    pub failed: u32,
+    pub blocked: u32,
+    /// Not finished yet (received, queued, running).
+    pub in_progress: u32,
+    /// Failed or blocked runs whose ledger explains them.
+    pub failed_with_trail: u32,
+}
+
+impl RunFigures {
+    fn finished(&self) -> u32 {
+        self.succeeded + self.failed + self.blocked
+    }
+}
+
+/// One SLO target and how the window measures against it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SloCheck {
+    pub target: f64,
+    /// `null` when there was nothing to measure.
+    pub actual: Option<f64>,
+    pub met: bool,
+}
+
+/// The seed's three SLOs.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SloReport {
+    /// Failure rate at most the target.
+    pub failure_rate: SloCheck,
+    /// p95 latency (seconds) at most the target.
+    pub latency_p95_sec: SloCheck,
+    /// Share of failed runs with a recovery trail at least the target.
+    pub recovery_trail: SloCheck,
+    pub all_met: bool,
+}
+
+/// A connector's breaker and slots, as `/health` and the summary show them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BreakerView {
+    pub connector: String,
+    /// CLOSED, OPEN or HALF_OPEN.
+    pub state: &'static str,
+    pub consecutive_failures: u32,
+    pub open_until_ms: Option<i64>,
+    pub in_flight: u32,
+    pub limit: u32,
+}
+
+/// The summary of `tenant`'s newest runs.
+#[tracing::instrument(skip_all, fields(tenant = %tenant))]
+pub async fn summarize<B: Backend, T: ToolClient>(
+    app: &App<B, T>,
+    tenant: &TenantId,
+) -> Result<ReliabilitySummary, StoreError> {
+    let config = &app.config.observability;
+    let runs = newest_runs(app, tenant, config.window_runs).await?;
+    // Owned ids: a closure over borrowed records is not `Send` enough for axum's handlers.
+    let wanted: Vec<_> = runs.iter().map(|r| (r.id.clone(), r.status)).collect();
+    let ledgers: Vec<(ExecutionStatus, Vec<LedgerEvent>)> = futures::stream::iter(wanted)
+        .map(|(id, status)| async move {
+            let events = app.backend.ledger().events(&id).await?;
+            Ok::<_, StoreError>((status, events))
+        })
+        .buffered(LEDGER_READS_AT_ONCE)
+        .try_collect()
+        .await?;
+
+    let mut figures = RunFigures::default();
+    let mut latencies_ms = Vec::new();
+    for run in &runs {
+        figures.total += 1;
+        match run.status {
+            ExecutionStatus::Succeeded => figures.succeeded += 1,
+            ExecutionStatus::Failed => figures.failed += 1,
+            ExecutionStatus::Blocked => figures.blocked += 1,
+            ExecutionStatus::Received | ExecutionStatus::Queued | ExecutionStatus::Running => {
+                figures.in_progress += 1
+            }
+        }
+        if run.status.is_terminal() {
+            latencies_ms.push(run.updated_at.as_millis() - run.created_at.as_millis());
+        }
+    }
+    let mut recovery_events = 0;
+    for (status, events) in &ledgers {
+        recovery_events += events.iter().filter(|e| is_recovery(e.kind)).count() as u64;
+        if matches!(status, ExecutionStatus::Failed | ExecutionStatus::Blocked)
+            && events.iter().any(explains_failure)
+        {
+            figures.failed_with_trail += 1;
+        }
+    }
+
+    let finished = figures.finished();
+    let failures = figures.failed + figures.blocked;
+    let failure_rate = (finished > 0).then(|| ratio(failures, finished));
+    let latency_p95_sec = p95(&mut latencies_ms).map(|ms| ms as f64 / 1000.0);
+    let recovery_trail_ratio = (failures > 0).then(|| ratio(figures.failed_with_trail, failures));
+
+    let at_most = |target: f64, actual: Option<f64>| SloCheck {
+        target,
+        actual,
+        met: actual.is_none_or(|a| a <= target),
+    };
+    let failure_rate_check = at_most(config.slo_failure_rate_max, failure_rate);
+    let latency_check = at_most(config.slo_latency_p95_secs, latency_p95_sec);
+    let trail_check = SloCheck {
+        target: config.slo_recovery_trail_min,
+        actual: recovery_trail_ratio,
+        met: recovery_trail_ratio.is_none_or(|a| a >= config.slo_recovery_trail_min),
+    };
+    let all_met = failure_rate_check.met && latency_check.met && trail_check.met;
+
+    Ok(ReliabilitySummary {
+        tenant: tenant.clone(),
+        window_runs: config.window_runs,
+        runs: figures,
+        failure_rate,
+        latency_p95_sec,
+        recovery_events,
+        recovery_trail_ratio,
+        slo: SloReport {
+            failure_rate: failure_rate_check,
+            latency_p95_sec: latency_check,
+            recovery_trail: trail_check,
+            all_met,
+        },
+        breakers: breakers(app).await?,
+    })
+}
+
+/// Every manifest connector's breaker and slots (no tenant data).
+pub async fn breakers<B: Backend, T: ToolClient>(
+    app: &App<B, T>,
+) -> Result<Vec<BreakerView>, StoreError> {
+    let mut views = Vec::with_capacity(app.manifest.connectors.len());
+    for (id, spec) in &app.manifest.connectors {
+        let state: ConnectorState = app.backend.connectors().state(id).await?;
+        views.push(BreakerView {
+            connector: id.to_string(),
+            state: state.breaker.as_str(),
+            consecutive_failures: state.consecutive_failures,
+            open_until_ms: state.open_until.map(|t| t.as_millis()),
+            in_flight: state.slots.in_flight,
+            limit: state.effective_limit(spec.concurrency_limit),
+        });
+    }
+    Ok(views)
+}
+
+/// Whether any breaker is not closed.
+pub fn any_breaker_open(views: &[BreakerView]) -> bool {
+    views
+        .iter()
+        .any(|v| v.state != BreakerState::Closed.as_str())
+}
+
+/// The tenant's newest `window` runs, newest first.
+async fn newest_runs<B: Backend, T: ToolClient>(
+    app: &App<B, T>,
+    tenant: &TenantId,
+    window: u32,
+) -> Result<Vec<ExecutionRecord>, StoreError> {
+    let mut runs = Vec::new();
+    let mut cursor: Option<String> = None;
+    while (runs.len() as u32) < window {
+        let want = (window - runs.len() as u32).min(MAX_PAGE);
+        let page = app
+            .backend
+            .executions()
+            .list(tenant, None, want, cursor.as_deref())
+            .await?;
+        runs.extend(page.items);
+        match page.next_cursor {
+            Some(next) => cursor = Some(next),
+            None => break,
+        }
+    }
+    runs.truncate(window as usize);
+    Ok(runs)
+}
+
+fn is_recovery(kind: EventKind) -> bool {
+    matches!(
+        kind,
+        EventKind::RetryScheduled
+            | EventKind::RecoveryLeaseExpired
+            | EventKind::RecoveryRequeued
+            | EventKind::ReplayRequested
+    )
+}
+
+/// The terminal event that names why the run stopped and after how many attempts.
+fn explains_failure(event: &LedgerEvent) -> bool {
+    matches!(event.kind, EventKind::Blocked | EventKind::Failed)
+        && event.detail.get("reason").is_some_and(|r| r.is_string())
+        && event.detail.get("attempt_count").is_some()
+}
+
+fn ratio(part: u32, whole: u32) -> f64 {
+    f64::from(part) / f64::from(whole)
+}
+
+/// Nearest-rank 95th percentile.
+fn p95(values: &mut [i64]) -> Option<i64> {
+    if values.is_empty() {
+        return None;
+    }
+    values.sort_unstable();
+    let rank = (values.len() * 95).div_ceil(100);
+    Some(values[rank.saturating_sub(1)])
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::domain::execution::ExecutionChange;
+    use crate::usecases::execute::testkit::{failed, ok, Harness};
+    use crate::usecases::execute::Disposition;
+
+    fn acme() -> TenantId {
+        TenantId::parse("acme").unwrap()
+    }
+
+    /// r1 succeeds (4 s), r2 is blocked by a 404 (2 s), r3 retries once then succeeds (46 s),
+    /// r4 is still queued.
+    async fn known_scenario() -> Harness {
+        let h = Harness::new(vec![
+            ok(json!({"id": 1})),
+            ok(json!({"sent": true})),
+            failed(404, None),
+            failed(500, None),
+            ok(json!({"id": 3})),
+            ok(json!({"sent": true})),
+        ]);
+        h.seed("r1", json!({"name": "Ada"})).await;
+        for expected in [Disposition::Advanced, Disposition::Completed] {
+            h.clock.advance_secs(2);
+            assert_eq!(h.step().await, expected);
+        }
+        h.seed("r2", json!({"name": "Bob"})).await;
+        h.clock.advance_secs(2);
+        assert!(matches!(h.step().await, Disposition::Blocked { .. }));
+        h.seed("r3", json!({"name": "Cy"})).await;
+        h.clock.advance_secs(2);
+        assert!(matches!(h.step().await, Disposition::RetryScheduled { .. }));
+        h.clock.advance_secs(40);
+        for expected in [Disposition::Advanced, Disposition::Completed] {
+            h.clock.advance_secs(2);
+            assert_eq!(h.step().await, expected);
+        }
+        h.seed("r4", json!({"name": "Di"})).await;
+        h
+    }
+
+    #[tokio::test]
+    async fn the_summary_of_a_known_scenario_says_which_slos_are_met() {
+        let h = known_scenario().await;
+        let s = summarize(&h.app, &acme()).await.unwrap();
+        assert_eq!(
+            s.runs,
+            RunFigures {
+                total: 4,
+                succeeded: 2,
+                failed: 0,
+                blocked: 1,
+                in_progress: 1,
+                failed_with_trail: 1,
+            }
+        );
+        assert_eq!(s.failure_rate, Some(1.0 / 3.0));
+        assert_eq!(s.latency_p95_sec, Some(46.0));
+        assert_eq!(s.recovery_events, 1, "r3's retry");
+        assert_eq!(s.recovery_trail_ratio, Some(1.0));
+        assert!(!s.slo.failure_rate.met, "1/3 is above 0.20");
+        assert!(!s.slo.latency_p95_sec.met, "46 s is above 45 s");
+        assert!(s.slo.recovery_trail.met);
+        assert!(!s.slo.all_met);
+        assert_eq!(s.window_runs, 300);
+        assert_eq!(s.breakers.len(), 1);
+        assert_eq!(s.breakers[0].state, "CLOSED");
+        assert_eq!(s.breakers[0].in_flight, 0);
+
+        let other = summarize(&h.app, &TenantId::parse("globex").unwrap())
+            .await
+            .unwrap();
+        assert_eq!(
+            other.runs.total, 0,
+            "another tenant sees none of acme's runs"
+        );
+        assert_eq!(other.failure_rate, None);
+        assert!(other.slo.all_met, "nothing measured, nothing missed");
+    }
+
+    #[tokio::test]
+    async fn the_window_keeps_the_newest_runs_and_targets_come_from_config() {
+        let mut h = known_scenario().await;
+        let mut config = (*h.app.config).clone();
+        config.observability.window_runs = 2;
+        config.observability.slo_failure_rate_max = 0.5;
+        config.observability.slo_latency_p95_secs = 60.0;
+        h.app.config = std::sync::Arc::new(config);
+        let s = summarize(&h.app, &acme()).await.unwrap();
+        // r4 (queued) and r3 (succeeded, 46 s) are the newest two.
+        assert_eq!(
+            (s.runs.total, s.runs.in_progress, s.runs.succeeded),
+            (2, 1, 1)
+        );
+        assert_eq!(s.failure_rate, Some(0.0));
+        assert!(s.slo.all_met);
+    }
+
+    #[tokio::test]
+    async fn a_blocked_run_whose_ledger_does_not_say_why_breaks_the_trail_slo() {
+        let h = Harness::new(vec![]);
+        let id = h.record_only("gh", "r1", json!({}), None).await;
+        let blocked = ExecutionChange {
+            status: Some(ExecutionStatus::Blocked),
+            blocked_reason: Some("manual".into()),
+            ..ExecutionChange::default()
+        };
+        let executions = h.app.backend.executions();
+        executions.update(&id, 1, blocked, h.now()).await.unwrap();
+        let s = summarize(&h.app, &acme()).await.unwrap();
+        assert_eq!(s.runs.blocked, 1);
+        assert_eq!(s.recovery_trail_ratio, Some(0.0));
+        assert!(!s.slo.recovery_trail.met);
+    }
+
+    #[test]
+    fn p95_is_nearest_rank() {
+        assert_eq!(p95(&mut []), None);
+        assert_eq!(p95(&mut [5]), Some(5));
+        let mut hundred: Vec<i64> = (1..=100).rev().collect();
+        assert_eq!(p95(&mut hundred), Some(95));
+        let mut twenty: Vec<i64> = (1..=20).collect();
+        assert_eq!(p95(&mut twenty), Some(19));
+    }
+}
