@@ -6,4 +6,5 @@ pub mod backend;
 pub mod dynamodb;
 pub mod http_tool;
 pub mod memory;
+pub mod sdk_failure;
 pub mod sqs;
