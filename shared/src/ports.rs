@@ -320,3 +320,30 @@ pub trait Backend: Clone + Send + Sync + 'static {
     fn rate(&self) -> &Self::Rate;
     fn queue(&self) -> &Self::Queue;
 }
+
+/// An alarm of this deployment that is firing, as the health and reliability summaries show it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AlarmState {
+    /// The alarm's name (`<stack>-<suffix>`).
+    pub name: String,
+    /// Why it fired, in CloudWatch's words (the threshold and the datapoints that crossed it).
+    pub reason: String,
+    /// When it entered ALARM, RFC 3339 UTC; `None` if the backend did not say.
+    pub since: Option<String>,
+}
+
+/// The alarms that are firing now (CloudWatch in a deployment).
+pub trait AlarmSource: Send + Sync {
+    /// This deployment's alarms in state ALARM, metric and composite, sorted by name.
+    fn in_alarm(&self) -> impl Future<Output = StoreResult<Vec<AlarmState>>> + Send;
+}
+
+/// No alarm source: the local run without CloudWatch. Never anything in alarm.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoAlarms;
+
+impl AlarmSource for NoAlarms {
+    fn in_alarm(&self) -> impl Future<Output = StoreResult<Vec<AlarmState>>> + Send {
+        std::future::ready(Ok(Vec::new()))
+    }
+}

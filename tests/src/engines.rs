@@ -1,5 +1,5 @@
 //! The engine harness: connects tests to the local engines that `infra/engines/start.sh` runs
-//! (DynamoDB Local, and ministack for DynamoDB + SQS), and hands out fresh tables and queues.
+//! (DynamoDB Local, and ministack for DynamoDB, SQS and CloudWatch), and hands out fresh tables and queues.
 //!
 //! Endpoints come from `SLUICE_DYNAMODB_LOCAL_ENDPOINT` and `SLUICE_MINISTACK_ENDPOINT`, which
 //! `bash infra/test.sh` exports. An engine that is not configured or not listening fails the
@@ -140,6 +140,12 @@ pub async fn sqs() -> aws_sdk_sqs::Client {
     aws_sdk_sqs::Client::new(&sdk_config(Engine::Ministack).await)
 }
 
+/// A CloudWatch client for ministack (the Rust SDK speaks CBOR to CloudWatch; ministack needs
+/// its `cbor2` module, which `infra/engines/install.sh` installs).
+pub async fn cloudwatch() -> aws_sdk_cloudwatch::Client {
+    aws_sdk_cloudwatch::Client::new(&sdk_config(Engine::Ministack).await)
+}
+
 /// How many receives send a message of a [`fresh_queue`] to its dead-letter queue.
 pub const MAX_RECEIVE_COUNT: u32 = 3;
 /// The visibility timeout of a [`fresh_queue`], in seconds.
@@ -203,6 +209,6 @@ pub async fn fresh_queue() -> (aws_sdk_sqs::Client, String, String) {
 }
 
 /// `<prefix>-<ulid>` in lower case: valid as a table name and as a queue name.
-fn unique_name(prefix: &str) -> String {
+pub fn unique_name(prefix: &str) -> String {
     format!("{prefix}-{}", ulid::Ulid::new().to_string().to_lowercase())
 }

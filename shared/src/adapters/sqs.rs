@@ -5,6 +5,8 @@ use aws_sdk_sqs::config::http::HttpResponse;
 use aws_sdk_sqs::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_sqs::types::{Message, MessageSystemAttributeName};
 
+use super::sdk_failure::{self, ErrorCodes};
+
 use crate::domain::time::Timestamp;
 use crate::error::StoreError;
 use crate::ports::{queue_delay_secs, ReceivedMessage, StageMessage, StageQueue, StoreResult};
@@ -15,6 +17,12 @@ const MAX_RECEIVE_BATCH: u32 = 10;
 const MAX_WAIT_SECS: u32 = 20;
 /// SQS's cap on a visibility timeout (12 hours).
 const MAX_VISIBILITY_SECS: u32 = 43_200;
+
+/// SQS's error codes that say "slow down" (SQS or the AWS front end) and "try again".
+const SQS_CODES: ErrorCodes = ErrorCodes {
+    throttling: THROTTLING_CODES,
+    transient: TRANSIENT_CODES,
+};
 
 /// Error codes with which SQS (or the AWS front end) sheds load.
 const THROTTLING_CODES: &[&str] = &[
@@ -175,52 +183,23 @@ fn received(message: &Message) -> Option<ReceivedMessage> {
     })
 }
 
-/// How an SQS failure is reported.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Failure {
-    Throttled,
-    Transient,
-    Rejected,
-}
-
-/// Classifies a service error by its code and HTTP status.
-fn classify(code: Option<&str>, status: Option<u16>) -> Failure {
-    match (code, status) {
-        (Some(code), _) if THROTTLING_CODES.contains(&code) => Failure::Throttled,
-        (_, Some(429)) => Failure::Throttled,
-        (Some(code), _) if TRANSIENT_CODES.contains(&code) => Failure::Transient,
-        (_, Some(500..=599)) => Failure::Transient,
-        _ => Failure::Rejected,
-    }
-}
-
 /// Maps an SDK error to a [`StoreError`], keeping it as the source.
 fn store_error<E>(operation: &'static str, error: SdkError<E, HttpResponse>) -> StoreError
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
-    let failure = match &error {
-        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
-            Failure::Transient
-        }
-        SdkError::ConstructionFailure(_) => Failure::Rejected,
-        _ => classify(
-            error.code(),
-            error.raw_response().map(|r| r.status().as_u16()),
-        ),
-    };
-    let source = Box::new(error);
-    match failure {
-        Failure::Throttled => StoreError::Throttled { operation, source },
-        Failure::Transient => StoreError::Transient { operation, source },
-        Failure::Rejected => StoreError::Rejected { operation, source },
-    }
+    sdk_failure::store_error(&SQS_CODES, operation, error)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::adapters::sdk_failure::Failure;
     use crate::domain::ids::ExecutionId;
+
+    fn classify(code: Option<&str>, status: Option<u16>) -> Failure {
+        Failure::classify(&SQS_CODES, code, status)
+    }
 
     fn sqs_message(body: &str) -> Message {
         Message::builder()
