@@ -4,39 +4,21 @@
 
 use serde_yaml::Value;
 
+use crate::telemetry;
+
 /// The template, as built into the crate.
 const TEMPLATE: &str = include_str!("../../../template.yaml");
 
-/// Every metric of the contract with its dimension sets (each also emitted with `[]`).
-const CONTRACT: &[(&str, &[&[&str]])] = &[
-    ("tool_latency_ms", &[&["Connector"], &["Connector", "Tool"]]),
-    ("tool_error", &[&["Connector"], &["Connector", "Tool"]]),
-    ("webhook_deduped_total", &[&["Source"]]),
-    ("pipeline_runs_total", &[&["Pipeline"]]),
-    ("pipeline_run_outcome_total", &[&["Outcome"]]),
-    ("pipeline_runs_skipped_total", &[&["Reason"]]),
-    ("pipeline_retry_total", &[&["Pipeline"]]),
-    ("pipeline_throttled_total", &[&["Cause"]]),
-    ("pipeline_loop_blocked_total", &[&["Pipeline"]]),
-    ("side_effect_skipped_total", &[&["Connector"]]),
-    ("policy_violations_total", &[&["Connector"]]),
-    (
-        "breaker_transitions_total",
-        &[&["Connector", "To"], &["To"]],
-    ),
-    ("recoveries_total", &[&["Kind"]]),
-    ("alerts_sent_total", &[&["AlertType"]]),
-    ("alerts_deduplicated_total", &[&["AlertType"]]),
-    ("alerts_retried_total", &[&["AlertType"]]),
-    ("alerts_dead_lettered_total", &[&["AlertType"]]),
-];
-
 /// Panics unless `metric` with the dimension names `dims` is a series of the contract.
 fn assert_in_contract(metric: &str, dims: &[String], at: &str) {
-    let Some((_, sets)) = CONTRACT.iter().find(|(name, _)| *name == metric) else {
+    let Some(def) = telemetry::ALL.iter().find(|def| def.name == metric) else {
         panic!("{at}: metric {metric} is not in the contract");
     };
-    let ok = dims.is_empty() || sets.iter().any(|set| set.iter().eq(dims.iter()));
+    let ok = dims.is_empty()
+        || def
+            .dimension_sets
+            .iter()
+            .any(|set| set.iter().eq(dims.iter()));
     assert!(ok, "{at}: {metric} has no dimension set {dims:?}");
 }
 

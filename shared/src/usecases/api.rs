@@ -1330,9 +1330,9 @@ pipelines:
             .await;
         assert_eq!(r.status, 200, "{r:?}");
         assert_eq!(r.body["tenant"], "acme");
-        assert_eq!(r.body["runs"]["total"], 3);
-        assert_eq!(r.body["runs"]["blocked"], 1);
-        assert_eq!(r.body["runs"]["in_progress"], 1);
+        assert_eq!(r.body["total_runs"], 3);
+        assert_eq!(r.body["blocked_runs"], 1);
+        assert_eq!(r.body["in_progress_runs"], 1);
         assert_eq!(r.body["failure_rate"], 0.5);
         assert_eq!(r.body["slo"]["failure_rate"]["met"], false);
         assert_eq!(r.body["slo"]["failure_rate"]["target"], 0.2);
@@ -1341,10 +1341,7 @@ pipelines:
             .call("GET", "/v1/reliability", Some("globex"), Value::Null)
             .await;
         assert_eq!(
-            (
-                r.body["runs"]["total"].clone(),
-                r.body["failure_rate"].clone()
-            ),
+            (r.body["total_runs"].clone(), r.body["failure_rate"].clone()),
             (json!(1), json!(1.0))
         );
         let r = f

@@ -37,6 +37,7 @@ pub struct ReliabilitySummary {
     pub tenant: TenantId,
     /// The configured window (runs).
     pub window_runs: u32,
+    #[serde(flatten)]
     pub runs: RunFigures,
     pub failure_rate: Option<f64>,
     pub latency_p95_sec: Option<f64>,
@@ -50,19 +51,19 @@ pub struct ReliabilitySummary {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct RunFigures {
     /// Runs read (at most the window).
-    pub total: u32,
-    pub succeeded: u32,
-    pub failed: u32,
-    pub blocked: u32,
+    pub total_runs: u32,
+    pub succeeded_runs: u32,
+    pub failed_runs: u32,
+    pub blocked_runs: u32,
     /// Not finished yet (received, queued, running).
-    pub in_progress: u32,
+    pub in_progress_runs: u32,
     /// Failed or blocked runs whose ledger explains them.
-    pub failed_with_trail: u32,
+    pub failed_runs_with_trail: u32,
 }
 
 impl RunFigures {
     fn finished(&self) -> u32 {
-        self.succeeded + self.failed + self.blocked
+        self.succeeded_runs + self.failed_runs + self.blocked_runs
     }
 }
 
@@ -121,13 +122,13 @@ pub async fn summarize<B: Backend, T: ToolClient>(
     let mut figures = RunFigures::default();
     let mut latencies_ms = Vec::new();
     for run in &runs {
-        figures.total += 1;
+        figures.total_runs += 1;
         match run.status {
-            ExecutionStatus::Succeeded => figures.succeeded += 1,
-            ExecutionStatus::Failed => figures.failed += 1,
-            ExecutionStatus::Blocked => figures.blocked += 1,
+            ExecutionStatus::Succeeded => figures.succeeded_runs += 1,
+            ExecutionStatus::Failed => figures.failed_runs += 1,
+            ExecutionStatus::Blocked => figures.blocked_runs += 1,
             ExecutionStatus::Received | ExecutionStatus::Queued | ExecutionStatus::Running => {
-                figures.in_progress += 1
+                figures.in_progress_runs += 1
             }
         }
         if run.status.is_terminal() {
@@ -140,15 +141,16 @@ pub async fn summarize<B: Backend, T: ToolClient>(
         if matches!(status, ExecutionStatus::Failed | ExecutionStatus::Blocked)
             && events.iter().any(explains_failure)
         {
-            figures.failed_with_trail += 1;
+            figures.failed_runs_with_trail += 1;
         }
     }
 
     let finished = figures.finished();
-    let failures = figures.failed + figures.blocked;
+    let failures = figures.failed_runs + figures.blocked_runs;
     let failure_rate = (finished > 0).then(|| ratio(failures, finished));
     let latency_p95_sec = p95(&mut latencies_ms).map(|ms| ms as f64 / 1000.0);
-    let recovery_trail_ratio = (failures > 0).then(|| ratio(figures.failed_with_trail, failures));
+    let recovery_trail_ratio =
+        (failures > 0).then(|| ratio(figures.failed_runs_with_trail, failures));
 
     let at_most = |target: f64, actual: Option<f64>| SloCheck {
         target,
@@ -315,12 +317,12 @@ mod tests {
         assert_eq!(
             s.runs,
             RunFigures {
-                total: 4,
-                succeeded: 2,
-                failed: 0,
-                blocked: 1,
-                in_progress: 1,
-                failed_with_trail: 1,
+                total_runs: 4,
+                succeeded_runs: 2,
+                failed_runs: 0,
+                blocked_runs: 1,
+                in_progress_runs: 1,
+                failed_runs_with_trail: 1,
             }
         );
         assert_eq!(s.failure_rate, Some(1.0 / 3.0));
@@ -340,7 +342,7 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(
-            other.runs.total, 0,
+            other.runs.total_runs, 0,
             "another tenant sees none of acme's runs"
         );
         assert_eq!(other.failure_rate, None);
@@ -358,7 +360,11 @@ mod tests {
         let s = summarize(&h.app, &acme()).await.unwrap();
         // r4 (queued) and r3 (succeeded, 46 s) are the newest two.
         assert_eq!(
-            (s.runs.total, s.runs.in_progress, s.runs.succeeded),
+            (
+                s.runs.total_runs,
+                s.runs.in_progress_runs,
+                s.runs.succeeded_runs
+            ),
             (2, 1, 1)
         );
         assert_eq!(s.failure_rate, Some(0.0));
@@ -377,7 +383,7 @@ mod tests {
         let executions = h.app.backend.executions();
         executions.update(&id, 1, blocked, h.now()).await.unwrap();
         let s = summarize(&h.app, &acme()).await.unwrap();
-        assert_eq!(s.runs.blocked, 1);
+        assert_eq!(s.runs.blocked_runs, 1);
         assert_eq!(s.recovery_trail_ratio, Some(0.0));
         assert!(!s.slo.recovery_trail.met);
     }
