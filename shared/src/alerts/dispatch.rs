@@ -406,3 +406,169 @@ impl<S: AlertStore> Alerter<S> {
             .unwrap_or_else(PoisonError::into_inner)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::adapters::memory::MemoryAlertStore;
+    use crate::alerts::config::WebhookUrl;
+    use crate::alerts::model::{AlertType, Severity};
+    use crate::clock::FakeClock;
+    use crate::domain::ids::ExecutionId;
+    use crate::domain::time::Timestamp;
+
+    const SECRET: &str = "whsec_0123456789";
+
+    /// A loopback URL nothing listens on: every attempt fails to connect.
+    fn refused_url() -> WebhookUrl {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        WebhookUrl::parse(&format!("http://127.0.0.1:{port}/hook?token=t0k3n"), true)
+            .expect("loopback url")
+    }
+
+    fn alerter(webhook_url: Option<WebhookUrl>) -> (Alerter<MemoryAlertStore>, FakeClock) {
+        let clock = FakeClock::at(Timestamp::from_secs(1_772_020_800));
+        let config = AlertConfig {
+            webhook_url,
+            retry_backoff: Duration::from_millis(1),
+            ..AlertConfig::disabled()
+        };
+        let alerter = Alerter::new(
+            config,
+            MemoryAlertStore::new(),
+            Arc::new(clock.clone()),
+            vec![SECRET.to_owned()],
+        )
+        .expect("client");
+        (alerter, clock)
+    }
+
+    fn failed_run(clock: &FakeClock) -> Alert {
+        Alert::new(AlertType::RunFailed, "HTTP_503", clock.now())
+            .for_run(
+                ExecutionId::parse("exe_1").unwrap(),
+                TenantId::parse("acme").unwrap(),
+            )
+            .with_pipeline(format!("deploy-{SECRET}"))
+    }
+
+    #[tokio::test]
+    async fn disabled_sends_and_stores_nothing() {
+        let (alerter, clock) = alerter(None);
+        assert_eq!(
+            alerter.deliver(failed_run(&clock)).await,
+            DeliveryReport::Disabled
+        );
+        alerter.raise(failed_run(&clock));
+        alerter.flush().await;
+        assert_eq!(alerter.counts().await.unwrap(), AlertCounts::default());
+        assert!(alerter.dead_letters(None, 10).await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn below_the_minimum_is_filtered_before_the_store() {
+        let (alerter, clock) = alerter(Some(refused_url()));
+        let low = Alert::new(AlertType::ToolStepFailed, "E", clock.now());
+        assert_eq!(low.severity, Severity::Low);
+        assert_eq!(alerter.deliver(low.clone()).await, DeliveryReport::Filtered);
+        // Not even the dedup window is taken: a raised severity goes through at once.
+        let raised = low.with_severity(Severity::Critical);
+        assert!(matches!(
+            alerter.deliver(raised).await,
+            DeliveryReport::DeadLettered { .. }
+        ));
+        assert_eq!(alerter.local_stats().filtered, 1);
+    }
+
+    #[tokio::test]
+    async fn dead_letters_then_dedups_until_the_window_ends() {
+        let (alerter, clock) = alerter(Some(refused_url()));
+        let report = alerter.deliver(failed_run(&clock)).await;
+        assert_eq!(
+            report,
+            DeliveryReport::DeadLettered {
+                attempts: 3,
+                error: "connect".into()
+            }
+        );
+        clock.advance_secs(89);
+        assert_eq!(
+            alerter.deliver(failed_run(&clock)).await,
+            DeliveryReport::Deduplicated
+        );
+        clock.advance_secs(1);
+        assert!(matches!(
+            alerter.deliver(failed_run(&clock)).await,
+            DeliveryReport::DeadLettered { attempts: 3, .. }
+        ));
+        assert_eq!(
+            alerter.counts().await.unwrap(),
+            AlertCounts {
+                sent: 0,
+                deduplicated: 1,
+                retried: 4,
+                dead_lettered: 2
+            }
+        );
+        let letters = alerter.dead_letters(None, 10).await.unwrap();
+        assert_eq!(letters.len(), 2);
+        let first = &letters[1];
+        assert_eq!(first.error, "connect");
+        assert_eq!(first.attempts, 3);
+        assert_eq!(first.tenant, TenantId::parse("acme").ok());
+        assert_eq!(first.at, Timestamp::from_secs(1_772_020_800));
+        let stored = serde_json::to_string(&letters).unwrap_or_default() + &format!("{letters:?}");
+        assert!(!stored.contains(SECRET), "{stored}");
+        assert!(!stored.contains("t0k3n"), "{stored}");
+        assert_eq!(first.payload["pipeline"], "deploy-[redacted]");
+        assert_eq!(first.payload["ts"], "2026-02-25T12:00:00Z");
+        assert_eq!(alerter.local_stats(), LocalStats::default());
+    }
+
+    #[tokio::test]
+    async fn flush_waits_for_every_raised_delivery() {
+        let (alerter, clock) = alerter(Some(refused_url()));
+        let clone = alerter.clone();
+        for code in ["E1", "E2", "E3"] {
+            clone.raise(Alert::new(AlertType::RunBlocked, code, clock.now()));
+        }
+        alerter.flush().await;
+        assert_eq!(alerter.counts().await.unwrap().dead_lettered, 3);
+        assert_eq!(alerter.dead_letters(None, 10).await.unwrap().len(), 3);
+        // Nothing is left to wait for.
+        alerter.flush().await;
+    }
+
+    #[test]
+    fn raising_outside_a_runtime_drops_and_counts() {
+        let (alerter, clock) = alerter(Some(refused_url()));
+        alerter.raise(failed_run(&clock));
+        assert_eq!(alerter.local_stats().dropped, 1);
+    }
+
+    #[test]
+    fn retryable_failures() {
+        for status in [408, 429, 500, 503] {
+            assert!(AttemptError::Status(status).is_retryable(), "{status}");
+        }
+        for status in [400, 401, 404, 410] {
+            assert!(!AttemptError::Status(status).is_retryable(), "{status}");
+        }
+        assert!(AttemptError::Timeout.is_retryable());
+        assert_eq!(AttemptError::Status(503).to_string(), "status 503");
+        assert_eq!(AttemptError::Timeout.to_string(), "timeout");
+    }
+
+    #[test]
+    fn debug_shows_no_secret() {
+        let (alerter, _) = alerter(Some(refused_url()));
+        let shown = format!("{alerter:?}");
+        assert!(
+            !shown.contains(SECRET) && !shown.contains("t0k3n"),
+            "{shown}"
+        );
+    }
+}

@@ -270,8 +270,9 @@ impl AlertCounts {
     }
 }
 
-/// An alert the webhook never accepted, kept so an operator can list it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// An alert the webhook never accepted, kept so an operator can list it (serializes as the
+/// API may show it: `at` in epoch milliseconds, `payload` as sent).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeadLetter {
     /// Unique (a ULID); with `at` it orders letters of the same millisecond.
     pub id: String,
