@@ -124,10 +124,12 @@ impl ReliabilityConfig {
     }
 }
 
-struct Vars<'a, F: Fn(&str) -> Option<String>>(&'a F);
+/// Typed reads of variables through a lookup function, each failure naming its variable.
+pub(crate) struct Vars<'a, F: Fn(&str) -> Option<String>>(pub(crate) &'a F);
 
 impl<F: Fn(&str) -> Option<String>> Vars<'_, F> {
-    fn number<T>(
+    /// The number in `variable`, or `default` when unset; it must lie in `min..=max`.
+    pub(crate) fn number<T>(
         &self,
         variable: &'static str,
         default: T,

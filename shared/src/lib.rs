@@ -6,6 +6,7 @@
 //! is the only place that imports AWS SDK crates.
 
 pub mod adapters;
+pub mod alerts;
 pub mod app;
 pub mod clock;
 pub mod config;

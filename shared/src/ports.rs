@@ -9,6 +9,7 @@ use std::future::Future;
 
 use serde::{Deserialize, Serialize};
 
+use crate::alerts::model::{AlertCounts, DeadLetter, MAX_DEAD_LETTERS};
 use crate::domain::connector::{
     Admission, AdmissionRequest, AdmissionTicket, BreakerSettings, BreakerSignal, ConnectorState,
     KillSwitch, LimitOverride, SettleReport, SwitchTarget,
@@ -302,7 +303,7 @@ pub trait ToolClient: Send + Sync {
 }
 
 /// One implementation of every storage port, so use cases take one generic parameter instead
-/// of seven.
+/// of eight.
 pub trait Backend: Clone + Send + Sync + 'static {
     type Deliveries: DeliveryStore;
     type Executions: ExecutionStore;
@@ -311,6 +312,7 @@ pub trait Backend: Clone + Send + Sync + 'static {
     type Connectors: ConnectorStore;
     type Rate: RateLimiter;
     type Queue: StageQueue;
+    type Alerts: AlertStore;
 
     fn deliveries(&self) -> &Self::Deliveries;
     fn executions(&self) -> &Self::Executions;
@@ -319,6 +321,53 @@ pub trait Backend: Clone + Send + Sync + 'static {
     fn connectors(&self) -> &Self::Connectors;
     fn rate(&self) -> &Self::Rate;
     fn queue(&self) -> &Self::Queue;
+    fn alerts(&self) -> &Self::Alerts;
+}
+
+/// The alert webhook's shared state: the dedup windows every instance claims, the counters
+/// every instance adds to, and the dead letters an operator lists.
+pub trait AlertStore: Send + Sync + 'static {
+    /// Claims the dedup window of `key` for `window_secs` from `now`: true if this caller owns
+    /// it (no window of `key` is open at `now`), false if another caller's window still is.
+    /// One conditional write, so of many concurrent callers exactly one gets true.
+    fn claim_dedup(
+        &self,
+        key: &str,
+        window_secs: u64,
+        now: Timestamp,
+    ) -> impl Future<Output = StoreResult<bool>> + Send;
+
+    /// Adds `delta` to the counters (one write; nothing when `delta` is all zero).
+    fn add_counts(&self, delta: AlertCounts) -> impl Future<Output = StoreResult<()>> + Send;
+
+    /// The counters (all zero until something is added).
+    fn counts(&self) -> impl Future<Output = StoreResult<AlertCounts>> + Send;
+
+    /// Keeps `letter`, then drops the oldest letters beyond the newest `max`
+    /// (1..=[`MAX_DEAD_LETTERS`], else `StoreError::InvalidInput`).
+    fn push_dead_letter(
+        &self,
+        letter: DeadLetter,
+        max: u32,
+    ) -> impl Future<Output = StoreResult<()>> + Send;
+
+    /// Up to `limit` (1..=[`MAX_DEAD_LETTERS`], else `StoreError::InvalidInput`) dead letters,
+    /// newest first (by `at`, then id), only those of `tenant` when given.
+    fn dead_letters(
+        &self,
+        tenant: Option<&TenantId>,
+        limit: u32,
+    ) -> impl Future<Output = StoreResult<Vec<DeadLetter>>> + Send;
+}
+
+/// Refuses a dead-letter `max` or `limit` outside `1..=MAX_DEAD_LETTERS`, as every
+/// [`AlertStore`] must.
+pub fn check_dead_letter_bound(operation: &'static str, n: u32) -> StoreResult<()> {
+    if n == 0 || n > MAX_DEAD_LETTERS {
+        let detail = format!("{n} outside 1..={MAX_DEAD_LETTERS}");
+        return Err(StoreError::InvalidInput { operation, detail });
+    }
+    Ok(())
 }
 
 /// An alarm of this deployment that is firing, as the health and reliability summaries show it.

@@ -12,8 +12,8 @@ pub mod race;
 macro_rules! dynamodb_contract_tests {
     ($engine:expr) => {
         use sluice::adapters::dynamodb::{
-            DynamoConnectorStore, DynamoDeliveryStore, DynamoExecutionStore, DynamoLedger,
-            DynamoRateLimiter, DynamoSemaphoreStore,
+            DynamoAlertStore, DynamoConnectorStore, DynamoDeliveryStore, DynamoExecutionStore,
+            DynamoLedger, DynamoRateLimiter, DynamoSemaphoreStore,
         };
         use sluice_tests::{contract, engines};
 
@@ -66,6 +66,12 @@ macro_rules! dynamodb_contract_tests {
             let (client, table) = engines::fresh_table($engine).await;
             contract::rate::run(&DynamoRateLimiter::new(client, table)).await;
         }
+
+        #[tokio::test]
+        async fn alert_store() {
+            let (client, table) = engines::fresh_table($engine).await;
+            contract::alerts::run(&DynamoAlertStore::new(client, table)).await;
+        }
     };
 }
 
@@ -74,7 +80,8 @@ macro_rules! dynamodb_contract_tests {
 macro_rules! dynamodb_race_tests {
     ($engine:expr) => {
         use sluice::adapters::dynamodb::{
-            DynamoConnectorStore, DynamoDeliveryStore, DynamoExecutionStore, DynamoSemaphoreStore,
+            DynamoAlertStore, DynamoConnectorStore, DynamoDeliveryStore, DynamoExecutionStore,
+            DynamoSemaphoreStore,
         };
         use sluice_tests::{engines, race};
 
@@ -110,6 +117,13 @@ macro_rules! dynamodb_race_tests {
             race::execution_leases(store, 50)
                 .await
                 .finish($engine.name());
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+        async fn alert_dedup_100() {
+            let (client, table) = engines::fresh_table($engine).await;
+            let store = DynamoAlertStore::new(client, table);
+            race::alert_dedup(store, 100).await.finish($engine.name());
         }
     };
 }

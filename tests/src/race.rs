@@ -18,7 +18,7 @@ use sluice::domain::execution::{LeaseOutcome, NewExecution};
 use sluice::domain::ids::{ConnectorId, DeliveryId, ExecutionId, HolderId, SourceId};
 use sluice::domain::semaphore::{AcquireOutcome, SemaphoreKey};
 use sluice::domain::time::Timestamp;
-use sluice::ports::{ConnectorStore, DeliveryStore, ExecutionStore, SemaphoreStore};
+use sluice::ports::{AlertStore, ConnectorStore, DeliveryStore, ExecutionStore, SemaphoreStore};
 use sluice::{Clock, SystemClock};
 
 use crate::id;
@@ -376,6 +376,43 @@ where
         report.check(round, counted == limit, || {
             format!("{counted} counted after reclaim")
         });
+        report.rounds += 1;
+    }
+    report
+}
+
+/// `callers` concurrent claims of one alert's dedup window (as many Lambda instances raising
+/// the same alert): exactly one owns it; once it has ended, exactly one owns the next.
+pub async fn alert_dedup<S>(store: S, callers: usize) -> RaceReport
+where
+    S: AlertStore + Clone,
+{
+    const WINDOW_SECS: u64 = 90;
+    let mut report = RaceReport::new("alert_dedup", callers);
+    for round in 0..rounds() {
+        let key = format!("run.failed|4:race|-|{}", ulid::Ulid::new());
+        let start = SystemClock.now();
+        for (window, now) in [(1, start), (2, start.plus_secs(WINDOW_SECS as i64))] {
+            let owners = bounded(
+                "alert_dedup",
+                spawn_all((0..callers).map(|_| {
+                    let (store, key) = (store.clone(), key.clone());
+                    async move {
+                        store
+                            .claim_dedup(&key, WINDOW_SECS, now)
+                            .await
+                            .expect("claim_dedup")
+                    }
+                })),
+            )
+            .await
+            .into_iter()
+            .filter(|owned| *owned)
+            .count();
+            report.check(round, owners == 1, || {
+                format!("window {window}: {owners} owners")
+            });
+        }
         report.rounds += 1;
     }
     report

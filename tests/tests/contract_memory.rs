@@ -3,8 +3,8 @@
 use std::sync::Arc;
 
 use sluice::adapters::memory::{
-    MemoryConnectorStore, MemoryDeliveryStore, MemoryExecutionStore, MemoryLedger,
-    MemoryRateLimiter, MemorySemaphoreStore, MemoryStageQueue,
+    MemoryAlertStore, MemoryConnectorStore, MemoryDeliveryStore, MemoryExecutionStore,
+    MemoryLedger, MemoryRateLimiter, MemorySemaphoreStore, MemoryStageQueue,
 };
 use sluice::SystemClock;
 use sluice_tests::{contract, race};
@@ -45,6 +45,11 @@ async fn rate_limiter() {
 }
 
 #[tokio::test]
+async fn alert_store() {
+    contract::alerts::run(&MemoryAlertStore::new()).await;
+}
+
+#[tokio::test]
 async fn stage_queue() {
     contract::queue::run(&MemoryStageQueue::new(Arc::new(SystemClock))).await;
 }
@@ -61,6 +66,9 @@ async fn races_hold_in_memory() {
         .await
         .finish("memory");
     race::execution_leases(MemoryExecutionStore::new(), 50)
+        .await
+        .finish("memory");
+    race::alert_dedup(MemoryAlertStore::new(), 100)
         .await
         .finish("memory");
 }

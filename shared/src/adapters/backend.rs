@@ -4,12 +4,12 @@
 use std::sync::Arc;
 
 use crate::adapters::dynamodb::{
-    DynamoConnectorStore, DynamoDeliveryStore, DynamoExecutionStore, DynamoLedger,
-    DynamoRateLimiter, DynamoSemaphoreStore,
+    DynamoAlertStore, DynamoConnectorStore, DynamoDeliveryStore, DynamoExecutionStore,
+    DynamoLedger, DynamoRateLimiter, DynamoSemaphoreStore,
 };
 use crate::adapters::memory::{
-    MemoryConnectorStore, MemoryDeliveryStore, MemoryExecutionStore, MemoryLedger,
-    MemoryRateLimiter, MemorySemaphoreStore, MemoryStageQueue,
+    MemoryAlertStore, MemoryConnectorStore, MemoryDeliveryStore, MemoryExecutionStore,
+    MemoryLedger, MemoryRateLimiter, MemorySemaphoreStore, MemoryStageQueue,
 };
 use crate::adapters::sqs::SqsStageQueue;
 use crate::clock::Clock;
@@ -25,6 +25,7 @@ pub struct MemoryBackend {
     pub connectors: MemoryConnectorStore,
     pub rate: MemoryRateLimiter,
     pub queue: MemoryStageQueue,
+    pub alerts: MemoryAlertStore,
 }
 
 impl MemoryBackend {
@@ -38,6 +39,7 @@ impl MemoryBackend {
             connectors: MemoryConnectorStore::new(),
             rate: MemoryRateLimiter::new(),
             queue: MemoryStageQueue::new(clock),
+            alerts: MemoryAlertStore::new(),
         }
     }
 }
@@ -52,6 +54,7 @@ pub struct AwsBackend {
     pub connectors: DynamoConnectorStore,
     pub rate: DynamoRateLimiter,
     pub queue: SqsStageQueue,
+    pub alerts: DynamoAlertStore,
 }
 
 impl AwsBackend {
@@ -68,14 +71,15 @@ impl AwsBackend {
             ledger: DynamoLedger::new(dynamodb.clone(), table),
             semaphores: DynamoSemaphoreStore::new(dynamodb.clone(), table),
             connectors: DynamoConnectorStore::new(dynamodb.clone(), table),
-            rate: DynamoRateLimiter::new(dynamodb, table),
+            rate: DynamoRateLimiter::new(dynamodb.clone(), table),
+            alerts: DynamoAlertStore::new(dynamodb, table),
             queue: SqsStageQueue::new(sqs, queue_url),
         }
     }
 }
 
 macro_rules! backend_impl {
-    ($name:ty, $d:ty, $e:ty, $l:ty, $s:ty, $c:ty, $r:ty, $q:ty) => {
+    ($name:ty, $d:ty, $e:ty, $l:ty, $s:ty, $c:ty, $r:ty, $q:ty, $a:ty) => {
         impl Backend for $name {
             type Deliveries = $d;
             type Executions = $e;
@@ -84,6 +88,7 @@ macro_rules! backend_impl {
             type Connectors = $c;
             type Rate = $r;
             type Queue = $q;
+            type Alerts = $a;
 
             fn deliveries(&self) -> &$d {
                 &self.deliveries
@@ -106,6 +111,9 @@ macro_rules! backend_impl {
             fn queue(&self) -> &$q {
                 &self.queue
             }
+            fn alerts(&self) -> &$a {
+                &self.alerts
+            }
         }
     };
 }
@@ -118,7 +126,8 @@ backend_impl!(
     MemorySemaphoreStore,
     MemoryConnectorStore,
     MemoryRateLimiter,
-    MemoryStageQueue
+    MemoryStageQueue,
+    MemoryAlertStore
 );
 backend_impl!(
     AwsBackend,
@@ -128,5 +137,6 @@ backend_impl!(
     DynamoSemaphoreStore,
     DynamoConnectorStore,
     DynamoRateLimiter,
-    SqsStageQueue
+    SqsStageQueue,
+    DynamoAlertStore
 );

@@ -29,6 +29,23 @@ impl Secrets {
             .map(|(header, value)| (header.as_str(), value.as_str()))
     }
 
+    /// Every secret value, for redaction: source signing secrets (as UTF-8, lossily) and
+    /// connector credential values, each of those also without its scheme word (`Bearer abc`
+    /// gives `Bearer abc` and `abc`), since a token may leak without it.
+    pub fn values(&self) -> Vec<String> {
+        let credentials = self.connectors.values().flat_map(|(_, value)| {
+            let token = value
+                .split_once(' ')
+                .map(|(_, token)| token.trim().to_owned());
+            std::iter::once(value.clone()).chain(token)
+        });
+        self.sources
+            .values()
+            .map(|secret| String::from_utf8_lossy(secret).into_owned())
+            .chain(credentials)
+            .collect()
+    }
+
     /// Sets the signing secret of `source` (tests, or secrets from another store).
     pub fn insert_source_secret(&mut self, source: SourceId, secret: impl Into<Vec<u8>>) {
         self.sources.insert(source, secret.into());
@@ -157,6 +174,20 @@ pipelines:
             secrets.source_secret(&SourceId::parse("other").unwrap()),
             None
         );
+    }
+
+    #[test]
+    fn values_list_every_secret_and_bare_tokens() {
+        let manifest = Manifest::parse(MANIFEST, "sluice.yaml").unwrap();
+        let secrets = manifest
+            .secrets(env(&[
+                ("GH_SECRET", "s3cr3t"),
+                ("CRM_TOKEN", "Bearer tok_9"),
+            ]))
+            .unwrap();
+        let mut values = secrets.values();
+        values.sort();
+        assert_eq!(values, ["Bearer tok_9", "s3cr3t", "tok_9"]);
     }
 
     #[test]

@@ -1606,6 +1606,7 @@ pipelines:
         type Connectors = MemoryConnectorStore;
         type Rate = FlakyRate;
         type Queue = FlakyQueue;
+        type Alerts = crate::adapters::memory::MemoryAlertStore;
 
         fn deliveries(&self) -> &Self::Deliveries {
             &self.memory.deliveries
@@ -1627,6 +1628,9 @@ pipelines:
         }
         fn queue(&self) -> &Self::Queue {
             &self.queue
+        }
+        fn alerts(&self) -> &Self::Alerts {
+            &self.memory.alerts
         }
     }
 

@@ -6,6 +6,7 @@
 //! Times are near the real clock (DynamoDB's TTL reaper would otherwise delete test items), but
 //! each suite moves its own `now` forward by hand instead of sleeping.
 
+pub mod alerts;
 pub mod connector;
 pub mod delivery;
 pub mod execution;

@@ -1,14 +1,12 @@
 //! [`DeliveryStore`] on DynamoDB: one dedupe item per (source, delivery id) at
 //! `DELIVERY#{source}#{delivery_id}` / `DELIVERY`.
 
-use aws_sdk_dynamodb::types::{ReturnValue, ReturnValuesOnConditionCheckFailure};
+use aws_sdk_dynamodb::types::ReturnValue;
 use aws_sdk_dynamodb::Client;
 use serde::{Deserialize, Serialize};
 
-use super::errors::{
-    conditional, parse_item, store_error, to_item, to_value, AdapterError, Conditional,
-};
-use super::expr::{update_item, Expr};
+use super::errors::{parse_item, store_error, to_item, to_value, AdapterError, Conditional};
+use super::expr::{put_item, update_item, Expr};
 use super::keys::{self, Item, DELIVERY_SK, EXPIRES_AT, PK, STATUS};
 use crate::domain::delivery::{ClaimOutcome, DeliveryClaim, DeliveryRecord, DeliveryStatus};
 use crate::domain::ids::{DeliveryId, ExecutionId, SourceId, TenantId};
@@ -102,19 +100,8 @@ impl DeliveryStore for DynamoDeliveryStore {
         x.require(format!(
             "attribute_not_exists({pk}) OR {expires_at} < {now_secs}"
         ));
-        let r = x.render();
-        let result = self
-            .client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(to_item(OP, &DeliveryItem::new(&record))?))
-            .set_condition_expression(r.condition)
-            .set_expression_attribute_names(r.names)
-            .set_expression_attribute_values(r.values)
-            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
-            .send()
-            .await;
-        match conditional(OP, result)? {
+        let item = to_item(OP, &DeliveryItem::new(&record))?;
+        match put_item(&self.client, &self.table, item, x, OP).await? {
             Conditional::Written(_) => Ok(ClaimOutcome::Claimed(record)),
             Conditional::Failed(old) if old.is_empty() => {
                 Err(AdapterError::InconsistentCondition.transient(OP))

@@ -1,8 +1,9 @@
 //! A small builder for DynamoDB expressions: it hands out attribute-name and attribute-value
 //! placeholders (every attribute name goes through `ExpressionAttributeNames`, so reserved
 //! words such as `status` and `count` and dynamic names such as `h#{holder}` are safe), and
-//! collects `SET` / `REMOVE` / `ADD` clauses, condition terms and filter terms. Two requests
-//! are sent from here: a conditional [`update_item`] and a paginated [`query_all`].
+//! collects `SET` / `REMOVE` / `ADD` clauses, condition terms and filter terms. Three requests
+//! are sent from here: a conditional [`update_item`] and [`put_item`], and a paginated
+//! [`query_all`].
 
 use std::collections::HashMap;
 use std::fmt::Display;
@@ -168,6 +169,32 @@ pub async fn update_item(
         .await;
     Ok(match conditional(operation, result)? {
         Conditional::Written(out) => Conditional::Written(out.attributes.unwrap_or_default()),
+        Conditional::Failed(old) => Conditional::Failed(old),
+    })
+}
+
+/// Sends a `PutItem` of `item` under the condition (if any) of `x`; on a failed condition the
+/// `ALL_OLD` item comes back in [`Conditional::Failed`].
+pub async fn put_item(
+    client: &Client,
+    table: &str,
+    item: Item,
+    x: Expr,
+    operation: &'static str,
+) -> Result<Conditional<()>, StoreError> {
+    let r = x.render();
+    let result = client
+        .put_item()
+        .table_name(table)
+        .set_item(Some(item))
+        .set_condition_expression(r.condition)
+        .set_expression_attribute_names(r.names)
+        .set_expression_attribute_values(r.values)
+        .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+        .send()
+        .await;
+    Ok(match conditional(operation, result)? {
+        Conditional::Written(_) => Conditional::Written(()),
         Conditional::Failed(old) => Conditional::Failed(old),
     })
 }

@@ -88,6 +88,29 @@ pub const SWITCH_PREFIX: &str = "sw#";
 /// Counter attribute of a rate window.
 pub const COUNT: &str = "count";
 
+/// Sort key of an alert dedup window.
+pub const ALERT_WINDOW_SK: &str = "WINDOW";
+/// Partition key of the alert counters.
+pub const ALERT_COUNTERS_PK: &str = "ALERT#COUNTERS";
+/// Sort key of the alert counters.
+pub const ALERT_COUNTERS_SK: &str = "TOTAL";
+/// Partition key of the alert dead letters (sort key: [`dead_letter_sk`]).
+pub const ALERT_DEAD_LETTER_PK: &str = "ALERT#DEADLETTER";
+
+/// The tenant of a dead letter (filtered on by a listing).
+pub const TENANT: &str = "tenant";
+/// End of an alert dedup window (epoch ms).
+pub const WINDOW_UNTIL: &str = "window_until";
+/// Attribute names of the alert counters.
+pub const ALERTS_SENT: &str = "sent";
+pub const ALERTS_DEDUPLICATED: &str = "deduplicated";
+pub const ALERTS_RETRIED: &str = "retried";
+pub const ALERTS_DEAD_LETTERED: &str = "dead_lettered";
+
+/// How long the TTL keeps an alert dedup window past its end (it no longer blocks anything
+/// then; the margin only keeps DynamoDB's reaper, which runs late anyway, out of the picture).
+pub const ALERT_WINDOW_TTL_MARGIN_SECS: i64 = 3600;
+
 /// How long past its latest lease a slot table item is kept (TTL), so TTL never removes a
 /// table whose holders are still counted.
 pub const SLOT_TABLE_TTL_MARGIN_SECS: i64 = 86_400;
@@ -194,6 +217,19 @@ pub fn window_sk(window: i64) -> String {
     format!("WINDOW#{window}")
 }
 
+/// `ALERT#DEDUP#{hash}`: the first 32 hex digits of the SHA-256 of an alert's dedup key
+/// (the key holds free text such as pipeline names; the hash is fixed-length and `#`-free).
+pub fn alert_dedup_pk(dedup_key: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = hex::encode(Sha256::digest(dedup_key.as_bytes()));
+    format!("ALERT#DEDUP#{}", &digest[..32])
+}
+
+/// `{at:013}#{id}`: a dead letter, in the order it was given up on.
+pub fn dead_letter_sk(at: Timestamp, id: &str) -> String {
+    format!("{}#{id}", time_bound(at))
+}
+
 /// `h#{holder}`.
 pub fn holder_attr(holder: &HolderId) -> String {
     format!("{HOLDER_PREFIX}{holder}")
@@ -265,6 +301,18 @@ mod tests {
         let at = Timestamp::from_millis(1_000);
         assert!(gsi2_sk(Timestamp::from_millis(999), &id) < time_bound(at));
         assert!(gsi2_sk(at, &ExecutionId::parse("exe_0").unwrap()) > time_bound(at));
+    }
+
+    #[test]
+    fn alert_keys_are_fixed_length_and_ordered() {
+        let pk = alert_dedup_pk("run.failed|1:p|-|2:E1");
+        assert_eq!(pk.len(), "ALERT#DEDUP#".len() + 32);
+        assert_eq!(pk, alert_dedup_pk("run.failed|1:p|-|2:E1"));
+        assert_ne!(pk, alert_dedup_pk("run.failed|1:p|-|2:E2"));
+        let early = dead_letter_sk(Timestamp::from_millis(999), "01ZZ");
+        let late = dead_letter_sk(Timestamp::from_millis(1_000), "01AA");
+        assert_eq!(early, "0000000000999#01ZZ");
+        assert!(early < late);
     }
 
     #[test]

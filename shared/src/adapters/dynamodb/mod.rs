@@ -8,6 +8,7 @@
 //! table's shape comes from `template.yaml` ([`table`]), and SDK failures map to
 //! [`crate::StoreError`] in [`errors`].
 
+mod alerts;
 mod connector;
 mod delivery;
 pub mod errors;
@@ -20,6 +21,7 @@ mod semaphore;
 mod slots;
 pub mod table;
 
+pub use alerts::DynamoAlertStore;
 pub use connector::DynamoConnectorStore;
 pub use delivery::DynamoDeliveryStore;
 pub use execution::DynamoExecutionStore;

@@ -6,6 +6,7 @@
 //! domain's pure decisions under that one lock, so every operation is atomic exactly as the
 //! conditional writes of the DynamoDB adapters are. The lock is never held across an `.await`.
 
+mod alerts;
 mod connector;
 mod delivery;
 mod execution;
@@ -16,6 +17,7 @@ mod semaphore;
 
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
+pub use alerts::MemoryAlertStore;
 pub use connector::MemoryConnectorStore;
 pub use delivery::MemoryDeliveryStore;
 pub use execution::MemoryExecutionStore;
