@@ -312,7 +312,7 @@ pub trait Backend: Clone + Send + Sync + 'static {
     type Connectors: ConnectorStore;
     type Rate: RateLimiter;
     type Queue: StageQueue;
-    type Alerts: AlertStore;
+    type Alerts: AlertStore + Clone;
 
     fn deliveries(&self) -> &Self::Deliveries;
     fn executions(&self) -> &Self::Executions;

@@ -15,7 +15,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::adapters::backend::{AwsBackend, MemoryBackend};
+use crate::adapters::cloudwatch::{Alarms, CloudWatchAlarms};
 use crate::adapters::http_tool::HttpToolClient;
+use crate::alerts::{AlertConfig, AlerterSetupError};
 use crate::app::App;
 use crate::clock::{Clock, SystemClock};
 use crate::config::{ConfigError, ReliabilityConfig};
@@ -31,6 +33,8 @@ pub const MANIFEST_VAR: &str = "SLUICE_MANIFEST";
 pub const STAGE_QUEUE_URL_VAR: &str = "SLUICE_STAGE_QUEUE_URL";
 /// An endpoint override for DynamoDB and SQS.
 pub const AWS_ENDPOINT_VAR: &str = "SLUICE_AWS_ENDPOINT";
+/// The prefix of this deployment's alarm names (the summaries list those in ALARM).
+pub const ALARM_PREFIX_VAR: &str = "SLUICE_ALARM_PREFIX";
 /// The manifest file looked for when `SLUICE_MANIFEST` is unset.
 pub const DEFAULT_MANIFEST_FILE: &str = "sluice.yaml";
 /// The region used with `SLUICE_AWS_ENDPOINT` when none is configured.
@@ -60,6 +64,9 @@ pub enum StartupError {
     /// The HTTP client for tool calls could not start (TLS backend).
     #[error("the HTTP tool client could not start")]
     ToolClient(#[source] reqwest::Error),
+    /// The alert webhook's HTTP client could not start.
+    #[error("the alert webhook client could not start")]
+    Alerts(#[source] AlerterSetupError),
 }
 
 /// Which of the secrets a manifest names a function needs (a function is only given, and so
@@ -82,6 +89,10 @@ pub struct Settings {
     pub secrets: Secrets,
     /// Where the manifest came from (a path, or `SLUICE_MANIFEST_INLINE`).
     pub manifest_origin: String,
+    /// `ALERT_*` (loopback http refused: this is the Lambda build's reading).
+    pub alerts: AlertConfig,
+    /// `SLUICE_ALARM_PREFIX`, if set and not blank.
+    pub alarm_prefix: Option<String>,
 }
 
 /// Logs as JSON lines on stdout, filtered by `RUST_LOG` (default `info`). Calling it again is
@@ -144,7 +155,14 @@ pub async fn aws_app_from_env_with(
         endpoint = endpoint.as_deref().unwrap_or("aws"),
         "started"
     );
-    Ok(App::new(
+    let alarms = match &settings.alarm_prefix {
+        Some(prefix) => Alarms::CloudWatch(CloudWatchAlarms::new(
+            aws_sdk_cloudwatch::Client::new(&sdk),
+            prefix.clone(),
+        )),
+        None => Alarms::Off,
+    };
+    App::new(
         backend,
         tools,
         Arc::new(SystemClock),
@@ -152,7 +170,10 @@ pub async fn aws_app_from_env_with(
         settings.secrets,
         settings.config,
     )
-    .with_emf(EmfSink::Stdout))
+    .with_emf(EmfSink::Stdout)
+    .with_alarms(alarms)
+    .with_alerts(settings.alerts)
+    .map_err(StartupError::Alerts)
 }
 
 /// The App in memory with the HTTP tool client (the local run).
@@ -191,6 +212,8 @@ pub fn settings_from(
     manifest_dirs: &[PathBuf],
 ) -> Result<Settings, StartupError> {
     let config = ReliabilityConfig::from_lookup(&lookup)?;
+    let alerts = AlertConfig::from_lookup(&lookup, false)?;
+    let alarm_prefix = lookup(ALARM_PREFIX_VAR).filter(|p| !p.trim().is_empty());
     let (manifest, manifest_origin) = manifest_from(&lookup, manifest_dirs)?;
     let secrets = match scope {
         SecretScope::All => manifest.secrets(&lookup),
@@ -212,6 +235,8 @@ pub fn settings_from(
         manifest,
         secrets,
         manifest_origin,
+        alerts,
+        alarm_prefix,
     })
 }
 

@@ -351,3 +351,54 @@ async fn in_alarm_follows_next_token_across_pages() {
     let found: Vec<String> = found.into_iter().map(|a| a.name).collect();
     assert_eq!(found, names);
 }
+
+/// What the local run's `--cloudwatch` does: the recorder's points, drained and published,
+/// read back as the contract's metrics with every dimension set.
+#[tokio::test]
+async fn the_local_runs_recorded_metrics_are_published_with_every_dimension_set() {
+    let (client, namespace, publisher) = fresh_namespace().await;
+    let clock = sluice::clock::FakeClock::at(a_minute_ago());
+    let metrics = sluice::telemetry::Metrics::new(
+        namespace.clone(),
+        std::sync::Arc::new(clock),
+        sluice::telemetry::EmfSink::Off,
+    );
+    metrics.keep_points(true);
+    metrics.tool_call("crm", "create", 40, false);
+    metrics.tool_call("crm", "create", 60, true);
+    metrics.count(sluice::telemetry::WEBHOOK_DEDUPED, &[("Source", "gh")]);
+    // 2 calls x 2 metrics x 3 dimension sets + 1 counter x 2 sets.
+    assert_eq!(
+        sluice_local::publish::publish_once(&metrics, &publisher).await,
+        14
+    );
+    assert_eq!(
+        sluice_local::publish::publish_once(&metrics, &publisher).await,
+        0,
+        "drained"
+    );
+
+    let series = listed(&client, &namespace).await;
+    for expected in [
+        ("tool_latency_ms", vec!["Connector=crm"]),
+        ("tool_latency_ms", vec!["Connector=crm", "Tool=create"]),
+        ("tool_error", vec!["Connector=crm", "Tool=create"]),
+        ("webhook_deduped_total", vec!["Source=gh"]),
+        ("webhook_deduped_total", vec![]),
+    ] {
+        let key = (
+            expected.0.to_owned(),
+            expected
+                .1
+                .iter()
+                .map(|s| (*s).to_owned())
+                .collect::<Vec<_>>(),
+        );
+        assert!(series.contains(&key), "{key:?} not in {series:?}");
+    }
+    let by_tool = [("Connector", "crm"), ("Tool", "create")];
+    let (sum, max, count) = statistics(&client, &namespace, "tool_latency_ms", &by_tool).await;
+    assert_eq!((sum, max, count), (100.0, 60.0, 2.0));
+    let (errors, _, _) = statistics(&client, &namespace, "tool_error", &by_tool).await;
+    assert_eq!(errors, 1.0);
+}

@@ -571,15 +571,65 @@ async fn retries_back_off_with_one_idempotency_key_then_block() {
 async fn a_non_retryable_4xx_blocks_at_once() {
     let connector = RecordingConnector::start().await;
     connector.set_default("/tickets", Reply::status(404));
-    let system = system(&connector, ManifestSpec::default()).await;
+    // The connector's server doubles as the operator's alert webhook.
+    let alerts_url = format!("{}/alerts", connector.base_url());
+    let system = System::start(
+        Setup::new(ManifestSpec::default().yaml(&connector.base_url()))
+            .setting("ALERT_WEBHOOK_URL", &alerts_url),
+    )
+    .await;
 
-    let (_, answer) = system.deliver("nf-1", &push("acme/nf", "sha")).await;
-    let id = execution_id(&answer);
-    let record = system.wait_one(&id, DEADLINE).await;
-    assert_eq!(record.status, ExecutionStatus::Blocked, "{record:?}");
-    assert_eq!(record.blocked_reason.as_deref(), Some("non_retryable:404"));
+    // Three runs fail the same way: three run.failed alerts, one webhook call (dedup), and
+    // no tool.step.failed (low, under the default minimum severity).
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        let (_, answer) = system
+            .deliver(&format!("nf-{i}"), &push("acme/nf", &format!("sha-{i}")))
+            .await;
+        ids.push(execution_id(&answer));
+    }
+    let id = ids[0].clone();
+    for record in system.wait_terminal(&ids, DEADLINE).await {
+        assert_eq!(record.status, ExecutionStatus::Blocked, "{record:?}");
+        assert_eq!(record.blocked_reason.as_deref(), Some("non_retryable:404"));
+    }
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert_eq!(connector.total(), 1);
+    assert_eq!(connector.count("/tickets"), 3);
+    let sent = connector.calls_to("/alerts");
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    let alert = &sent[0].body;
+    assert_eq!(alert["alert_type"], "run.failed");
+    assert_eq!(alert["severity"], "high");
+    assert_eq!(alert["error_code"], "non_retryable:404");
+    assert_eq!(alert["pipeline"], "review");
+    assert_eq!(alert["connector"], CONNECTOR);
+    assert!(
+        ids.iter().any(|id| alert["run_id"] == id.as_str()),
+        "{alert}"
+    );
+
+    // The summary shows the runs, the SLO missed and the alert counters.
+    let token = system.token(TENANT);
+    let (status, summary) = system
+        .api("GET", "/v1/reliability", Some(&token), None)
+        .await;
+    assert_eq!(status, 200, "{summary}");
+    assert_eq!(summary["blocked_runs"], 3, "{summary}");
+    assert_eq!(summary["failure_rate"], 1.0, "{summary}");
+    assert_eq!(summary["slo"]["failure_rate"]["met"], false, "{summary}");
+    assert_eq!(summary["recovery_trail_ratio"], 1.0, "{summary}");
+    assert_eq!(summary["alerts"]["enabled"], true, "{summary}");
+    assert_eq!(summary["alerts"]["counts"]["sent"], 1, "{summary}");
+    assert_eq!(summary["alerts"]["counts"]["deduplicated"], 2, "{summary}");
+    assert_eq!(summary["alarms"]["source"], "off", "{summary}");
+    let (status, letters) = system
+        .api("GET", "/v1/alerts/dead-letters", Some(&token), None)
+        .await;
+    assert_eq!((status, &letters["items"]), (200, &json!([])), "{letters}");
+    let by = [("AlertType", "run.failed")];
+    let metrics = &system.app.metrics;
+    assert_eq!(metrics.total(telemetry::ALERTS_SENT, &by), 1.0);
+    assert_eq!(metrics.total(telemetry::ALERTS_DEDUPLICATED, &by), 2.0);
     let ledger = system.ledger(&id).await;
     assert_eq!(
         count_kind(&ledger, EventKind::RetryScheduled),

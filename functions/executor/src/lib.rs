@@ -99,6 +99,10 @@ pub async fn handle<B: Backend, T: ToolClient>(
             }
         }
     }
+    // Every stage's outcome is written: wait for the alerts it raised before Lambda freezes
+    // the process (bounded by the alert timeout and retries; a failed alert is a dead letter,
+    // never a failed record).
+    app.alerts.flush().await;
     response
 }
 

@@ -9,6 +9,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use sluice::adapters::cloudwatch::{Alarms, CloudWatchAlarms, CloudWatchPublisher};
+use sluice::alerts::{AlertConfig, AlerterSetupError};
 use sluice::app::App;
 use sluice::clock::SystemClock;
 use sluice::config::{ConfigError, ReliabilityConfig};
@@ -24,6 +26,7 @@ use tokio::task::JoinSet;
 use crate::banner::{self, Banner, SourceSecret};
 use crate::demo::{DemoConnector, PLACEHOLDER_AUTHORITY};
 use crate::dev_auth::{DevAuth, DevAuthError};
+use crate::publish;
 use crate::server;
 use crate::state::{self, StateError};
 
@@ -52,6 +55,9 @@ OPTIONS:
                         SLUICE_AWS_ENDPOINT (e.g. ministack's URL; unset: real AWS),
                         SLUICE_TABLE_NAME and SLUICE_STAGE_QUEUE_URL
     --create            with --aws: create the table and the queue first (local engines)
+    --cloudwatch        publish metrics with PutMetricData every 10 s to CloudWatch at
+                        SLUICE_AWS_ENDPOINT (e.g. ministack; unset: real AWS), and list the
+                        alarms named SLUICE_ALARM_PREFIX* in /health and /v1/reliability
     --demo-port <N>     port of the demo connector (default 0: a free one)
     --workers <N>       executor poll loops (default 2)
     --sweep-every <S>   seconds between sweeper runs (default 30)
@@ -61,6 +67,7 @@ ENVIRONMENT:
     <secret_env of each source>  signing secrets (unset: generated and printed)
     SLUICE_DEV_JWT_SECRET        HS256 secret for API tokens (unset: generated and printed)
     RUST_LOG                     log filter (default info); logs go to stderr
+    ALERT_WEBHOOK_URL            alert webhook (https, or http to 127.0.0.1/localhost)
     MAX_PIPELINE_ATTEMPTS, BASE_BACKOFF_SECONDS, ... see docs/configuration.md
 ";
 
@@ -71,6 +78,7 @@ pub struct Options {
     pub manifest: PathBuf,
     pub aws: bool,
     pub create: bool,
+    pub cloudwatch: bool,
     pub demo_port: u16,
     pub workers: u32,
     pub sweep_every: Duration,
@@ -83,6 +91,7 @@ impl Default for Options {
             manifest: PathBuf::from(DEFAULT_MANIFEST),
             aws: false,
             create: false,
+            cloudwatch: false,
             demo_port: 0,
             workers: 2,
             sweep_every: Duration::from_secs(DEFAULT_SWEEP_SECS),
@@ -144,6 +153,7 @@ impl Options {
                 "--manifest" => options.manifest = PathBuf::from(value(&flag)?),
                 "--aws" => options.aws = true,
                 "--create" => options.create = true,
+                "--cloudwatch" => options.cloudwatch = true,
                 other => return Err(UsageError(format!("unknown argument {other:?}"))),
             }
         }
@@ -176,6 +186,8 @@ pub enum LocalError {
     },
     #[error(transparent)]
     Auth(#[from] DevAuthError),
+    #[error(transparent)]
+    Alerts(#[from] AlerterSetupError),
 }
 
 fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> LocalError {
@@ -193,6 +205,21 @@ pub async fn run(
 
     let mut manifest = Manifest::load(&options.manifest)?;
     let config = ReliabilityConfig::from_env()?;
+    let alert_config = AlertConfig::from_env(true)?;
+    let (publisher, alarms) = if options.cloudwatch {
+        let client = state::cloudwatch_client().await;
+        let publisher = CloudWatchPublisher::new(
+            client.clone(),
+            config.observability.metrics_namespace.clone(),
+        );
+        let alarms = match env(startup::ALARM_PREFIX_VAR) {
+            Some(prefix) => Alarms::CloudWatch(CloudWatchAlarms::new(client, prefix)),
+            None => Alarms::Off,
+        };
+        (Some(publisher), alarms)
+    } else {
+        (None, Alarms::Off)
+    };
 
     // The demo connector stands in for connectors whose base URL is the example's placeholder.
     let demo_targets: Vec<String> = manifest
@@ -289,13 +316,17 @@ pub async fn run(
         addr,
         auth: auth.clone(),
         options: options.clone(),
+        publisher,
     };
     if options.aws {
         let (app, description) = state::aws_app(manifest, secrets, config, options.create).await?;
+        let app = app.with_alarms(alarms).with_alerts(alert_config)?;
         print(&app.manifest, &description);
         serve(app, front, shutdown).await
     } else {
-        let app = startup::memory_app(manifest, secrets, config, Arc::new(SystemClock));
+        let app = startup::memory_app(manifest, secrets, config, Arc::new(SystemClock))
+            .with_alarms(alarms)
+            .with_alerts(alert_config)?;
         print(&app.manifest, "in memory (gone when the process stops)");
         serve(app, front, shutdown).await
     }
@@ -333,6 +364,7 @@ struct Front {
     addr: SocketAddr,
     auth: DevAuth,
     options: Options,
+    publisher: Option<CloudWatchPublisher>,
 }
 
 /// Serves `app` and runs its background work until the shutdown future completes.
@@ -347,6 +379,13 @@ where
 {
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks = spawn_background(&app, &ctx.options, &stop_rx);
+    if let Some(publisher) = ctx.publisher {
+        tasks.spawn(publish::publish_loop(
+            app.metrics.clone(),
+            publisher,
+            stop_rx.clone(),
+        ));
+    }
 
     let router = server::router(app, ctx.auth);
     tracing::info!(addr = %ctx.addr, "listening");

@@ -79,6 +79,14 @@ pub async fn aws_app(
     Ok((app, description))
 }
 
+/// A CloudWatch client for `SLUICE_AWS_ENDPOINT` (or AWS), for `--cloudwatch`.
+pub async fn cloudwatch_client() -> aws_sdk_cloudwatch::Client {
+    let endpoint = std::env::var(ENDPOINT_VAR)
+        .ok()
+        .filter(|v| !v.trim().is_empty());
+    aws_sdk_cloudwatch::Client::new(&sdk_config(endpoint.as_deref()).await)
+}
+
 /// SDK settings: the endpoint if given; for an endpoint without AWS credentials in the
 /// environment, region us-east-1 and static test credentials (local engines accept any).
 async fn sdk_config(endpoint: Option<&str>) -> aws_config::SdkConfig {

@@ -405,3 +405,31 @@ mod tests {
         ));
     }
 }
+
+/// The alarm source a deployment has: CloudWatch when `SLUICE_ALARM_PREFIX` is set, else none
+/// (the local run without CloudWatch, tests).
+#[derive(Debug, Clone, Default)]
+pub enum Alarms {
+    #[default]
+    Off,
+    CloudWatch(CloudWatchAlarms),
+}
+
+impl Alarms {
+    /// `cloudwatch` or `off`, as the summaries name the source.
+    pub fn source(&self) -> &'static str {
+        match self {
+            Alarms::Off => "off",
+            Alarms::CloudWatch(_) => "cloudwatch",
+        }
+    }
+}
+
+impl AlarmSource for Alarms {
+    async fn in_alarm(&self) -> StoreResult<Vec<AlarmState>> {
+        match self {
+            Alarms::Off => crate::ports::NoAlarms.in_alarm().await,
+            Alarms::CloudWatch(alarms) => AlarmSource::in_alarm(alarms).await,
+        }
+    }
+}

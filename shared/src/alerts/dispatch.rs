@@ -19,11 +19,12 @@ use std::time::Duration;
 use tokio::task::JoinHandle;
 
 use super::config::AlertConfig;
-use super::model::{Alert, AlertCounts, DeadLetter};
+use super::model::{Alert, AlertCounts, AlertType, DeadLetter};
 use super::redact::Redactor;
 use crate::clock::Clock;
 use crate::domain::ids::TenantId;
 use crate::ports::{AlertStore, StoreResult};
+use crate::telemetry::{self, Metrics};
 
 /// How a delivery ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -129,6 +130,8 @@ struct Inner<S> {
     redactor: Redactor,
     tasks: Mutex<Vec<JoinHandle<DeliveryReport>>>,
     local: LocalCounters,
+    /// Where the `alerts_*_total` metrics go, once attached.
+    metrics: std::sync::OnceLock<Metrics>,
 }
 
 /// Sends alerts; clones share one client, store and set of tracked deliveries.
@@ -180,8 +183,15 @@ impl<S: AlertStore> Alerter<S> {
                 redactor: Redactor::new(secrets),
                 tasks: Mutex::new(Vec::new()),
                 local: LocalCounters::default(),
+                metrics: std::sync::OnceLock::new(),
             }),
         })
+    }
+
+    /// Records the `alerts_*_total` metrics (by AlertType) in `metrics` from now on; the first
+    /// recorder attached stays.
+    pub fn attach_metrics(&self, metrics: Metrics) {
+        let _ = self.inner.metrics.set(metrics);
     }
 
     /// The configuration.
@@ -281,10 +291,13 @@ impl<S: AlertStore> Alerter<S> {
             // The claim could not be made: send anyway.
             .unwrap_or(true);
         if !claimed {
-            self.count(AlertCounts {
-                deduplicated: 1,
-                ..AlertCounts::default()
-            })
+            self.count(
+                alert_type,
+                AlertCounts {
+                    deduplicated: 1,
+                    ..AlertCounts::default()
+                },
+            )
             .await;
             tracing::debug!(%alert_type, "alert deduplicated");
             return DeliveryReport::Deduplicated;
@@ -307,11 +320,14 @@ impl<S: AlertStore> Alerter<S> {
         };
         let retried = u64::from(attempts - 1);
         let Some(error) = failure else {
-            self.count(AlertCounts {
-                sent: 1,
-                retried,
-                ..AlertCounts::default()
-            })
+            self.count(
+                alert_type,
+                AlertCounts {
+                    sent: 1,
+                    retried,
+                    ..AlertCounts::default()
+                },
+            )
             .await;
             tracing::info!(%alert_type, severity = %alert.severity, attempts, "alert sent");
             return DeliveryReport::Sent { attempts };
@@ -331,11 +347,14 @@ impl<S: AlertStore> Alerter<S> {
             inner.store.push_dead_letter(letter, config.dead_letter_max),
         )
         .await;
-        self.count(AlertCounts {
-            retried,
-            dead_lettered: 1,
-            ..AlertCounts::default()
-        })
+        self.count(
+            alert_type,
+            AlertCounts {
+                retried,
+                dead_lettered: 1,
+                ..AlertCounts::default()
+            },
+        )
         .await;
         tracing::warn!(%alert_type, attempts, %error, "alert dead-lettered");
         DeliveryReport::DeadLettered {
@@ -366,7 +385,20 @@ impl<S: AlertStore> Alerter<S> {
         }
     }
 
-    async fn count(&self, delta: AlertCounts) {
+    async fn count(&self, alert_type: AlertType, delta: AlertCounts) {
+        if let Some(metrics) = self.inner.metrics.get() {
+            let dims = [("AlertType", alert_type.as_str())];
+            for (def, n) in [
+                (telemetry::ALERTS_SENT, delta.sent),
+                (telemetry::ALERTS_DEDUPLICATED, delta.deduplicated),
+                (telemetry::ALERTS_RETRIED, delta.retried),
+                (telemetry::ALERTS_DEAD_LETTERED, delta.dead_lettered),
+            ] {
+                if n > 0 {
+                    metrics.record(&[(def, n as f64)], &dims);
+                }
+            }
+        }
         self.store_call("add_counts", self.inner.store.add_counts(delta))
             .await;
     }

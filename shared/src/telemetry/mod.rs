@@ -222,7 +222,7 @@ pub struct Metrics {
 struct Inner {
     namespace: String,
     clock: Arc<dyn Clock>,
-    sink: EmfSink,
+    sink: Mutex<EmfSink>,
     registry: Mutex<Registry>,
 }
 
@@ -230,7 +230,7 @@ impl std::fmt::Debug for Metrics {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Metrics")
             .field("namespace", &self.inner.namespace)
-            .field("sink", &self.inner.sink)
+            .field("sink", &*lock(&self.inner.sink))
             .finish_non_exhaustive()
     }
 }
@@ -242,7 +242,7 @@ impl Metrics {
             inner: Arc::new(Inner {
                 namespace: namespace.into(),
                 clock,
-                sink,
+                sink: Mutex::new(sink),
                 registry: Mutex::new(Registry::default()),
             }),
         }
@@ -251,6 +251,11 @@ impl Metrics {
     /// A recorder that keeps its EMF lines in memory (tests).
     pub fn in_memory(namespace: impl Into<String>, clock: Arc<dyn Clock>) -> Self {
         Self::new(namespace, clock, EmfSink::Memory(Mutex::new(Vec::new())))
+    }
+
+    /// Writes EMF lines to `sink` from now on, for this recorder and every clone of it.
+    pub fn set_sink(&self, sink: EmfSink) {
+        *lock(&self.inner.sink) = sink;
     }
 
     /// The namespace the EMF lines name.
@@ -265,9 +270,10 @@ impl Metrics {
             return;
         }
         let at = self.inner.clock.now();
-        if !matches!(self.inner.sink, EmfSink::Off) {
+        let sink = lock(&self.inner.sink);
+        if !matches!(*sink, EmfSink::Off) {
             let line = emf::line(&self.inner.namespace, at, values, dims);
-            match &self.inner.sink {
+            match &*sink {
                 EmfSink::Stdout => {
                     // One write of the whole line, so that log lines never split it.
                     let mut out = std::io::stdout().lock();
@@ -277,6 +283,7 @@ impl Metrics {
                 EmfSink::Off => {}
             }
         }
+        drop(sink);
         let mut registry = lock(&self.inner.registry);
         for (def, value) in values {
             registry.observe(def, dims, *value, at);
@@ -301,7 +308,7 @@ impl Metrics {
 
     /// The EMF lines written so far, when the sink is [`EmfSink::Memory`] (else empty).
     pub fn emf_lines(&self) -> Vec<String> {
-        match &self.inner.sink {
+        match &*lock(&self.inner.sink) {
             EmfSink::Memory(lines) => lock(lines).clone(),
             _ => Vec::new(),
         }

@@ -6,8 +6,9 @@
 //!
 //! | method | path | answer |
 //! |---|---|---|
-//! | GET | `/health` (no token) | `{"status": "ok" or "degraded", "time_ms", "version", "sources", "connectors", "pipelines", "breakers"}` |
+//! | GET | `/health` (no token) | `{"status": "ok" or "degraded", "time_ms", "version", "sources", "connectors", "pipelines", "breakers", "alarms", "alerts"}` |
 //! | GET | `/v1/reliability` | the caller's tenant's [`ReliabilitySummary`](super::reliability::ReliabilitySummary) |
+//! | GET | `/v1/alerts/dead-letters?limit=` | `{"items": [dead letter]}`, newest first: the caller's tenant's and those of no tenant (breaker alerts); limit 1..=1000, default 100 |
 //! | GET | `/v1/executions?status=&limit=&cursor=` | `{"items": [execution], "next_cursor"}` |
 //! | GET | `/v1/executions/{id}` | `{"execution", "ledger": [event]}` |
 //! | POST | `/v1/executions/{id}/replay` | 202 `{"execution_id", "replay_of", "status", "stage", "not_before_ms"?, "delay_seconds"?}` |
@@ -231,6 +232,10 @@ async fn route_v1<B: Backend, T: ToolClient>(
             let summary = reliability::summarize(app, &claims.tenant).await?;
             Ok(EdgeResponse::json(200, json!(summary)))
         }
+        ["alerts", "dead-letters"] => {
+            allow(req, &["GET"])?;
+            dead_letters(app, req, claims).await
+        }
         ["executions", id] => {
             allow(req, &["GET"])?;
             get_execution(app, claims, id).await
@@ -311,7 +316,46 @@ async fn health<B: Backend, T: ToolClient>(app: &App<B, T>) -> EdgeResponse {
             body["error"] = json!("backend unavailable");
         }
     }
+    let alarms = reliability::alarms(app).await;
+    if !alarms.in_alarm.is_empty() {
+        body["status"] = json!("degraded");
+    }
+    body["alarms"] = json!(alarms);
+    body["alerts"] = json!(reliability::alerts(app).await);
     EdgeResponse::json(200, body)
+}
+
+// ---- alerts --------------------------------------------------------------------------------
+
+/// Dead letters are few (`ALERT_DEAD_LETTER_MAX`, at most 1000): read them all, keep the
+/// caller's tenant's and the tenant-less ones (a breaker alert belongs to no tenant).
+async fn dead_letters<B: Backend, T: ToolClient>(
+    app: &App<B, T>,
+    req: &EdgeRequest,
+    claims: &Claims,
+) -> ApiResult {
+    const MAX: u32 = 1000;
+    let limit = match req.query.get("limit") {
+        None => 100,
+        Some(raw) => raw
+            .parse::<u32>()
+            .ok()
+            .filter(|n| (1..=MAX).contains(n))
+            .ok_or_else(|| ApiError::BadRequest {
+                code: "invalid_limit",
+                message: format!("limit must be a whole number from 1 to {MAX}"),
+            })?,
+    };
+    let items: Vec<Value> = app
+        .alerts
+        .dead_letters(None, MAX)
+        .await?
+        .into_iter()
+        .filter(|l| l.tenant.as_ref().is_none_or(|t| *t == claims.tenant))
+        .take(limit as usize)
+        .map(|l| json!(l))
+        .collect();
+    Ok(EdgeResponse::json(200, json!({ "items": items })))
 }
 
 // ---- executions ----------------------------------------------------------------------------
@@ -1351,6 +1395,62 @@ pipelines:
     }
 
     #[tokio::test]
+    async fn dead_letters_show_the_callers_tenant_and_tenantless_ones() {
+        use crate::alerts::{AlertType, DeadLetter};
+        use crate::ports::AlertStore;
+        let f = fixture();
+        for (n, tenant) in [Some("acme"), Some("globex"), None].into_iter().enumerate() {
+            let letter = DeadLetter {
+                id: format!("dl-{n}"),
+                at: Timestamp::from_millis(T0 + n as i64),
+                alert_type: AlertType::RunFailed,
+                tenant: tenant.map(|t| TenantId::parse(t).unwrap()),
+                payload: json!({"n": n}),
+                error: "status 500".into(),
+                attempts: 3,
+            };
+            f.app
+                .backend
+                .alerts()
+                .push_dead_letter(letter, 200)
+                .await
+                .unwrap();
+        }
+        let r = f
+            .call("GET", "/v1/alerts/dead-letters", Some("acme"), Value::Null)
+            .await;
+        assert_eq!(r.status, 200, "{r:?}");
+        let ids: Vec<&str> = r.body["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| l["id"].as_str().unwrap())
+            .collect();
+        assert_eq!(ids, ["dl-2", "dl-0"], "newest first, globex's hidden");
+        let r = f
+            .call(
+                "GET",
+                "/v1/alerts/dead-letters?limit=1",
+                Some("acme"),
+                Value::Null,
+            )
+            .await;
+        assert_eq!(r.body["items"].as_array().map(Vec::len), Some(1));
+        let r = f
+            .call(
+                "GET",
+                "/v1/alerts/dead-letters?limit=0",
+                Some("acme"),
+                Value::Null,
+            )
+            .await;
+        assert_eq!(
+            (r.status, &r.body["error"]["code"]),
+            (400, &json!("invalid_limit"))
+        );
+    }
+
+    #[tokio::test]
     async fn every_v1_route_needs_claims() {
         let f = fixture();
         let exec = f.seed("acme", "k1", ExecutionStatus::Queued).await;
@@ -1358,6 +1458,7 @@ pipelines:
         let routes = [
             ("GET", "/v1/executions".to_owned()),
             ("GET", "/v1/reliability".to_owned()),
+            ("GET", "/v1/alerts/dead-letters".to_owned()),
             ("GET", format!("/v1/executions/{id}")),
             ("POST", format!("/v1/executions/{id}/replay")),
             ("GET", "/v1/connectors/crm".to_owned()),

@@ -37,8 +37,11 @@ use std::fmt;
 use futures::StreamExt;
 use serde_json::{json, Value as Json};
 
+use crate::alerts::{Alert, AlertType};
 use crate::app::App;
-use crate::domain::connector::{Admission, AdmissionRequest, DeferReason, KillSwitch};
+use crate::domain::connector::{
+    Admission, AdmissionRequest, BreakerState, DeferReason, KillSwitch,
+};
 use crate::domain::execution::{
     ExecutionChange, ExecutionRecord, ExecutionStatus, LeaseOutcome, UpdateOutcome,
 };
@@ -583,6 +586,12 @@ impl<'a, B: Backend, T: ToolClient> StageRun<'a, B, T> {
                         telemetry::BREAKER_TRANSITIONS,
                         &[("Connector", ticket.connector.as_str()), ("To", &to)],
                     );
+                    if t.to == BreakerState::Open {
+                        let alert =
+                            Alert::new(AlertType::BreakerOpened, "breaker_open", app.clock.now())
+                                .with_connector(ticket.connector.as_str());
+                        app.alerts.raise(alert);
+                    }
                     tracing::info!(
                         connector = %ticket.connector,
                         from = t.from.as_str(),
@@ -732,6 +741,16 @@ impl<'a, B: Backend, T: ToolClient> StageRun<'a, B, T> {
                     }),
                 )
                 .await?;
+                let code = status.map_or_else(
+                    || {
+                        serde_json::to_value(failure)
+                            .ok()
+                            .and_then(|v| v.as_str().map(str::to_owned))
+                            .unwrap_or_default()
+                    },
+                    |s| format!("status_{s}"),
+                );
+                self.alert(AlertType::ToolStepFailed, &code);
                 (*status, *failure, *retry_after_secs)
             }
         };
@@ -873,6 +892,14 @@ impl<'a, B: Backend, T: ToolClient> StageRun<'a, B, T> {
             return Ok(skipped(SkipReason::LeaseLost));
         }
         self.release_pipeline_slot().await;
+        // Loop protection and policy stop a run on purpose (blocked); anything else is the
+        // run's own failure (a non-retryable answer, a template or manifest error).
+        let alert_type = if reason == RETRIES_EXHAUSTED || reason.starts_with("kill_switch:") {
+            AlertType::RunBlocked
+        } else {
+            AlertType::RunFailed
+        };
+        self.alert(alert_type, &reason);
         let metrics = &self.app.metrics;
         metrics.count(telemetry::RUN_OUTCOMES, &[("Outcome", "blocked")]);
         if reason == RETRIES_EXHAUSTED {
@@ -916,6 +943,24 @@ impl<'a, B: Backend, T: ToolClient> StageRun<'a, B, T> {
                 .count(telemetry::THROTTLED, &[("Cause", reason.as_str())]);
         }
         Ok(Disposition::Deferred { reason, until })
+    }
+
+    /// Raises an alert about this run (in the background: it never slows or fails the run).
+    fn alert(&self, alert_type: AlertType, error_code: &str) {
+        let record = &self.record;
+        let mut alert = Alert::new(alert_type, error_code, self.app.clock.now())
+            .for_run(record.id.clone(), record.tenant.clone())
+            .with_pipeline(record.pipeline.as_str());
+        let stage = self
+            .app
+            .manifest
+            .pipelines
+            .get(&record.pipeline)
+            .and_then(|p| p.stages.get(record.stage as usize));
+        if let Some(stage) = stage {
+            alert = alert.with_connector(stage.connector.as_str());
+        }
+        self.app.alerts.raise(alert);
     }
 
     async fn release_and(&mut self, then: Disposition) -> Result<Disposition, ExecuteError> {

@@ -12,6 +12,11 @@
 //!   FAILED) event that names the reason and the attempt count, so an operator can decide on
 //!   a replay; `recovery_trail_ratio` = such runs / failed and blocked runs.
 //!
+//! Beside them: every connector's breaker, the deployment's alarms in ALARM (CloudWatch
+//! `DescribeAlarms` by `SLUICE_ALARM_PREFIX`, when deployed) and the alert webhook's shared
+//! counters. Those three carry no tenant data and are what `/health` shows too; a failure to
+//! read alarms or counters is reported in the answer (`error`), never as a failed summary.
+//!
 //! The SLO targets are configuration (`SLO_*`, docs/configuration.md); the summary says which
 //! are met. A target with nothing to measure (no finished run) counts as met and says so.
 //! Ledgers are read at most [`LEDGER_READS_AT_ONCE`] at a time: an operator's call, not the
@@ -20,13 +25,16 @@
 use futures::{StreamExt, TryStreamExt};
 use serde::Serialize;
 
+use crate::alerts::AlertCounts;
 use crate::app::App;
 use crate::domain::connector::{BreakerState, ConnectorState};
 use crate::domain::execution::{ExecutionRecord, ExecutionStatus};
 use crate::domain::ids::TenantId;
 use crate::domain::ledger::{EventKind, LedgerEvent};
 use crate::error::StoreError;
-use crate::ports::{Backend, ConnectorStore, ExecutionStore, Ledger, ToolClient, MAX_PAGE};
+use crate::ports::{
+    AlarmSource, AlarmState, Backend, ConnectorStore, ExecutionStore, Ledger, ToolClient, MAX_PAGE,
+};
 
 /// Ledger reads in flight at once while summarizing.
 pub const LEDGER_READS_AT_ONCE: usize = 8;
@@ -45,6 +53,29 @@ pub struct ReliabilitySummary {
     pub recovery_trail_ratio: Option<f64>,
     pub slo: SloReport,
     pub breakers: Vec<BreakerView>,
+    pub alarms: AlarmsView,
+    pub alerts: AlertsView,
+}
+
+/// The deployment's alarms in state ALARM.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AlarmsView {
+    /// `cloudwatch`, or `off` where no alarm source is configured.
+    pub source: &'static str,
+    pub in_alarm: Vec<AlarmState>,
+    /// Why the alarms could not be read (then `in_alarm` is empty).
+    pub error: Option<String>,
+}
+
+/// The alert webhook's state and shared counters.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AlertsView {
+    /// Whether `ALERT_WEBHOOK_URL` is set.
+    pub enabled: bool,
+    /// Sent, deduplicated, retried and dead-lettered alerts, across every instance.
+    pub counts: Option<AlertCounts>,
+    /// Why the counters could not be read.
+    pub error: Option<String>,
 }
 
 /// Counts of the window's runs by where they are.
@@ -181,7 +212,49 @@ pub async fn summarize<B: Backend, T: ToolClient>(
             all_met,
         },
         breakers: breakers(app).await?,
+        alarms: alarms(app).await,
+        alerts: alerts(app).await,
     })
+}
+
+/// The alarms in ALARM; a read failure is part of the answer.
+pub async fn alarms<B: Backend, T: ToolClient>(app: &App<B, T>) -> AlarmsView {
+    let source = app.alarms.source();
+    match app.alarms.in_alarm().await {
+        Ok(in_alarm) => AlarmsView {
+            source,
+            in_alarm,
+            error: None,
+        },
+        Err(error) => {
+            tracing::warn!(error = %error, "alarms unreadable");
+            AlarmsView {
+                source,
+                in_alarm: Vec::new(),
+                error: Some(error.to_string()),
+            }
+        }
+    }
+}
+
+/// The alert counters; a read failure is part of the answer.
+pub async fn alerts<B: Backend, T: ToolClient>(app: &App<B, T>) -> AlertsView {
+    let enabled = app.alerts.config().enabled();
+    match app.alerts.counts().await {
+        Ok(counts) => AlertsView {
+            enabled,
+            counts: Some(counts),
+            error: None,
+        },
+        Err(error) => {
+            tracing::warn!(error = %error, "alert counters unreadable");
+            AlertsView {
+                enabled,
+                counts: None,
+                error: Some(error.to_string()),
+            }
+        }
+    }
 }
 
 /// Every manifest connector's breaker and slots (no tenant data).

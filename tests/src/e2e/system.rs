@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use sluice::adapters::backend::AwsBackend;
 use sluice::adapters::http_tool::HttpToolClient;
+use sluice::alerts::AlertConfig;
 use sluice::app::App;
 use sluice::clock::{Clock, SystemClock};
 use sluice::config::ReliabilityConfig;
@@ -259,7 +260,13 @@ impl System {
             secrets,
             config,
         )
-        .with_emf(EmfSink::Memory(Default::default()));
+        .with_emf(EmfSink::Memory(Default::default()))
+        // ALERT_* from the settings; loopback http allowed, as in the local run.
+        .with_alerts(
+            AlertConfig::from_lookup(|name| lookup.get(name).cloned(), true)
+                .expect("the test's alert settings are valid"),
+        )
+        .expect("an alert HTTP client");
         let auth = DevAuth::generate();
         let router = sluice_local::router(app.clone(), auth.clone());
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
