@@ -2,6 +2,7 @@
 //! memory adapters and on real engines), and the race suites.
 
 pub mod contract;
+pub mod counting;
 pub mod e2e;
 pub mod engines;
 pub mod race;
