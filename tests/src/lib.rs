@@ -13,10 +13,23 @@ pub mod race;
 macro_rules! dynamodb_contract_tests {
     ($engine:expr) => {
         use sluice::adapters::dynamodb::{
-            DynamoConnectorStore, DynamoDeliveryStore, DynamoExecutionStore, DynamoLedger,
-            DynamoRateLimiter, DynamoSemaphoreStore,
+            DynamoConnectorStore, DynamoDeliveryStore, DynamoExecutionStore, DynamoIntakeStore,
+            DynamoLedger, DynamoRateLimiter, DynamoSemaphoreStore,
         };
         use sluice_tests::{contract, engines};
+
+        #[tokio::test]
+        async fn intake_store() {
+            let (client, table) = engines::fresh_table($engine).await;
+            contract::intake::run(&contract::intake::Stores {
+                intake: &DynamoIntakeStore::new(client.clone(), &table),
+                deliveries: &DynamoDeliveryStore::new(client.clone(), &table),
+                executions: &DynamoExecutionStore::new(client.clone(), &table),
+                ledger: &DynamoLedger::new(client.clone(), &table),
+                rate: &DynamoRateLimiter::new(client, &table),
+            })
+            .await;
+        }
 
         #[tokio::test]
         async fn delivery_store() {

@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use sluice::adapters::backend::MemoryBackend;
 use sluice::adapters::memory::{
     MemoryConnectorStore, MemoryDeliveryStore, MemoryExecutionStore, MemoryLedger,
     MemoryRateLimiter, MemorySemaphoreStore, MemoryStageQueue,
@@ -22,6 +23,19 @@ async fn execution_store() {
 #[tokio::test]
 async fn execution_listing() {
     contract::execution::run_listing(&MemoryExecutionStore::new()).await;
+}
+
+#[tokio::test]
+async fn intake_store() {
+    let memory = MemoryBackend::new(Arc::new(SystemClock));
+    contract::intake::run(&contract::intake::Stores {
+        intake: &memory.intake,
+        deliveries: &memory.deliveries,
+        executions: &memory.executions,
+        ledger: &memory.ledger,
+        rate: &memory.rate,
+    })
+    .await;
 }
 
 #[tokio::test]

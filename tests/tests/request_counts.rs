@@ -87,28 +87,44 @@ async fn requests_per_intake_outcome() {
 
     let (status, outcome, accepted) = deliver(&app, &counter, "d-1", &push("acme/app", "a1")).await;
     assert_eq!((status, outcome.as_str()), (202, "accepted"));
-    assert_eq!(total(&accepted, "dynamodb"), 6, "{accepted:?}");
-    assert_eq!(total(&accepted, "sqs"), 1, "{accepted:?}");
+    // One transaction and one message (before the composite write: 6 DynamoDB + 1 SQS).
+    assert_eq!(
+        accepted,
+        BTreeMap::from([
+            ("dynamodb:TransactWriteItems".to_owned(), 1),
+            ("sqs:SendMessage".to_owned(), 1)
+        ])
+    );
 
     let (status, _, duplicate) = deliver(&app, &counter, "d-1", &push("acme/app", "a1")).await;
     assert_eq!(status, 200);
     assert_eq!(
         duplicate,
-        BTreeMap::from([("dynamodb:PutItem".to_owned(), 1)])
+        BTreeMap::from([("dynamodb:TransactWriteItems".to_owned(), 1)])
     );
 
-    // Another delivery of the same run key joins the execution: nothing is queued.
+    // Another delivery of the same run key joins the execution: the refused transaction, then
+    // its claim (before: 5, with the rate counted).
     let (status, outcome, joined) = deliver(&app, &counter, "d-2", &push("acme/app", "a1")).await;
     assert_eq!((status, outcome.as_str()), (202, "accepted"));
-    assert_eq!(total(&joined, "sqs"), 0, "{joined:?}");
+    assert_eq!(
+        joined,
+        BTreeMap::from([
+            ("dynamodb:PutItem".to_owned(), 1),
+            ("dynamodb:TransactWriteItems".to_owned(), 1)
+        ])
+    );
 
     // The rate limit is 1 a minute: a new run key now waits for a later window. (Unless the
     // minute turned since the first delivery: then the limiter says "within" and this is a
     // plain accept; both are counted, only the delayed one is asserted.)
     let (status, outcome, delayed) = deliver(&app, &counter, "d-3", &push("acme/app", "a2")).await;
     assert_eq!(status, 202);
+    // Delayed: the refused transaction, then the step-by-step path (claim, rate windows,
+    // RECEIVED, create, DELAYED, send, two QUEUED marks).
     if outcome == "delayed" {
         assert_eq!(total(&delayed, "sqs"), 1, "{delayed:?}");
-        assert!(total(&delayed, "dynamodb") >= 2, "{delayed:?}");
+        assert_eq!(delayed["dynamodb:TransactWriteItems"], 1, "{delayed:?}");
+        assert!(total(&delayed, "dynamodb") >= 8, "{delayed:?}");
     }
 }

@@ -4,12 +4,12 @@
 use std::sync::Arc;
 
 use crate::adapters::dynamodb::{
-    DynamoConnectorStore, DynamoDeliveryStore, DynamoExecutionStore, DynamoLedger,
-    DynamoRateLimiter, DynamoSemaphoreStore,
+    DynamoConnectorStore, DynamoDeliveryStore, DynamoExecutionStore, DynamoIntakeStore,
+    DynamoLedger, DynamoRateLimiter, DynamoSemaphoreStore,
 };
 use crate::adapters::memory::{
-    MemoryConnectorStore, MemoryDeliveryStore, MemoryExecutionStore, MemoryLedger,
-    MemoryRateLimiter, MemorySemaphoreStore, MemoryStageQueue,
+    MemoryConnectorStore, MemoryDeliveryStore, MemoryExecutionStore, MemoryIntakeStore,
+    MemoryLedger, MemoryRateLimiter, MemorySemaphoreStore, MemoryStageQueue,
 };
 use crate::adapters::sqs::SqsStageQueue;
 use crate::clock::Clock;
@@ -25,18 +25,27 @@ pub struct MemoryBackend {
     pub connectors: MemoryConnectorStore,
     pub rate: MemoryRateLimiter,
     pub queue: MemoryStageQueue,
+    pub intake: MemoryIntakeStore,
 }
 
 impl MemoryBackend {
     /// Empty stores; the queue's delays follow `clock`.
     pub fn new(clock: Arc<dyn Clock>) -> Self {
+        let (deliveries, executions) = (MemoryDeliveryStore::new(), MemoryExecutionStore::new());
+        let (ledger, rate) = (MemoryLedger::new(), MemoryRateLimiter::new());
         Self {
-            deliveries: MemoryDeliveryStore::new(),
-            executions: MemoryExecutionStore::new(),
-            ledger: MemoryLedger::new(),
+            intake: MemoryIntakeStore::new(
+                deliveries.clone(),
+                executions.clone(),
+                ledger.clone(),
+                rate.clone(),
+            ),
+            deliveries,
+            executions,
+            ledger,
             semaphores: MemorySemaphoreStore::new(),
             connectors: MemoryConnectorStore::new(),
-            rate: MemoryRateLimiter::new(),
+            rate,
             queue: MemoryStageQueue::new(clock),
         }
     }
@@ -52,6 +61,7 @@ pub struct AwsBackend {
     pub connectors: DynamoConnectorStore,
     pub rate: DynamoRateLimiter,
     pub queue: SqsStageQueue,
+    pub intake: DynamoIntakeStore,
 }
 
 impl AwsBackend {
@@ -68,14 +78,15 @@ impl AwsBackend {
             ledger: DynamoLedger::new(dynamodb.clone(), table),
             semaphores: DynamoSemaphoreStore::new(dynamodb.clone(), table),
             connectors: DynamoConnectorStore::new(dynamodb.clone(), table),
-            rate: DynamoRateLimiter::new(dynamodb, table),
+            rate: DynamoRateLimiter::new(dynamodb.clone(), table),
+            intake: DynamoIntakeStore::new(dynamodb, table),
             queue: SqsStageQueue::new(sqs, queue_url),
         }
     }
 }
 
 macro_rules! backend_impl {
-    ($name:ty, $d:ty, $e:ty, $l:ty, $s:ty, $c:ty, $r:ty, $q:ty) => {
+    ($name:ty, $d:ty, $e:ty, $l:ty, $s:ty, $c:ty, $r:ty, $q:ty, $i:ty) => {
         impl Backend for $name {
             type Deliveries = $d;
             type Executions = $e;
@@ -84,6 +95,7 @@ macro_rules! backend_impl {
             type Connectors = $c;
             type Rate = $r;
             type Queue = $q;
+            type Intake = $i;
 
             fn deliveries(&self) -> &$d {
                 &self.deliveries
@@ -106,6 +118,9 @@ macro_rules! backend_impl {
             fn queue(&self) -> &$q {
                 &self.queue
             }
+            fn intake(&self) -> &$i {
+                &self.intake
+            }
         }
     };
 }
@@ -118,7 +133,8 @@ backend_impl!(
     MemorySemaphoreStore,
     MemoryConnectorStore,
     MemoryRateLimiter,
-    MemoryStageQueue
+    MemoryStageQueue,
+    MemoryIntakeStore
 );
 backend_impl!(
     AwsBackend,
@@ -128,5 +144,6 @@ backend_impl!(
     DynamoSemaphoreStore,
     DynamoConnectorStore,
     DynamoRateLimiter,
-    SqsStageQueue
+    SqsStageQueue,
+    DynamoIntakeStore
 );

@@ -9,6 +9,7 @@
 mod connector;
 mod delivery;
 mod execution;
+mod intake;
 mod ledger;
 mod queue;
 mod rate;
@@ -19,6 +20,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 pub use connector::MemoryConnectorStore;
 pub use delivery::MemoryDeliveryStore;
 pub use execution::MemoryExecutionStore;
+pub use intake::MemoryIntakeStore;
 pub use ledger::MemoryLedger;
 pub use queue::MemoryStageQueue;
 pub use rate::MemoryRateLimiter;
