@@ -88,9 +88,31 @@ macro_rules! dynamodb_contract_tests {
 macro_rules! dynamodb_race_tests {
     ($engine:expr) => {
         use sluice::adapters::dynamodb::{
-            DynamoConnectorStore, DynamoDeliveryStore, DynamoExecutionStore, DynamoSemaphoreStore,
+            DynamoConnectorStore, DynamoDeliveryStore, DynamoExecutionStore, DynamoIntakeStore,
+            DynamoLedger, DynamoSemaphoreStore,
         };
         use sluice_tests::{engines, race};
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+        async fn intake_accepts_200() {
+            let (client, table) = engines::fresh_table($engine).await;
+            race::intake_accepts(
+                DynamoIntakeStore::new(client.clone(), &table),
+                DynamoExecutionStore::new(client.clone(), &table),
+                DynamoLedger::new(client, &table),
+                200,
+            )
+            .await
+            .finish($engine.name());
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+        async fn intake_rate_10_of_50() {
+            let (client, table) = engines::fresh_table($engine).await;
+            race::intake_rate(DynamoIntakeStore::new(client, &table), 10, 50)
+                .await
+                .finish($engine.name());
+        }
 
         #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
         async fn delivery_claims_200() {

@@ -77,4 +77,16 @@ async fn races_hold_in_memory() {
     race::execution_leases(MemoryExecutionStore::new(), 50)
         .await
         .finish("memory");
+    let memory = MemoryBackend::new(Arc::new(SystemClock));
+    race::intake_accepts(
+        memory.intake.clone(),
+        memory.executions.clone(),
+        memory.ledger.clone(),
+        200,
+    )
+    .await
+    .finish("memory");
+    race::intake_rate(memory.intake.clone(), 10, 50)
+        .await
+        .finish("memory");
 }
