@@ -17,7 +17,24 @@
 //! 6. The RECEIVED ledger event fits the ledger (see *Payload size*), else 413
 //!    `payload_too_large`.
 //!
-//! # Writes (what the happy path costs)
+//! # Writes: the fast path
+//!
+//! A new delivery within the rate costs 2 requests: `intake().accept` writes, in one DynamoDB
+//! `TransactWriteItems`, the claim (QUEUED), the RECEIVED event (seq 1), the execution (QUEUED)
+//! and its count in the source's current rate window, all or nothing; then `queue().send` sends
+//! the stage 0 message (SQS SendMessage). Nothing is written after the send. If intake dies
+//! before the send (or the send fails: 503, and the sender's retry is a duplicate), the run is
+//! not lost: the sweeper re-sends the message of a QUEUED execution idle for
+//! `sweep::QUEUED_GRACE_SECS` (see `usecases::sweep`).
+//!
+//! A refused transaction wrote nothing and says why: the delivery id is claimed (a duplicate,
+//! 1 request; the resume rule below applies to a claim a step-by-step attempt left RECEIVED),
+//! the run key's execution exists (joined: intake then writes the claim alone, 2 requests; a
+//! joined delivery is not counted in the rate window), or the window is full, seq 1 is taken
+//! without an execution, or concurrent transactions kept conflicting: then intake goes step
+//! by step, from the claim on.
+//!
+//! # Writes: step by step (over the rate, or unsettled)
 //!
 //! | step | port call | AWS request |
 //! |---|---|---|
@@ -30,10 +47,8 @@
 //! | execution RECEIVED -> QUEUED | `executions().update` | DynamoDB UpdateItem |
 //! | delivery RECEIVED -> QUEUED | `deliveries().mark_queued` | DynamoDB UpdateItem |
 //!
-//! A new delivery within the rate costs 7 requests (6 DynamoDB + 1 SQS); a delayed one 8 or
-//! more; a duplicate 1, or 2 (claim + execution read) while its delivery record is still
-//! RECEIVED (see below); a delivery that joins an existing run 4 (claim, rate, a refused ledger
-//! append, a refused create; its delivery record stays RECEIVED, pointing at that run).
+//! A delayed delivery costs the refused transaction and then 8 or more requests; a duplicate
+//! of a step-by-step claim still RECEIVED costs 2 (transaction + execution read, see below).
 //!
 //! The RECEIVED event is written *before* the execution record, so an execution never exists
 //! without its payload: if intake dies between the two, what is left is an event no execution
