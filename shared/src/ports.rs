@@ -20,6 +20,7 @@ use crate::domain::execution::{
     CreateOutcome, ExecutionChange, ExecutionRecord, LeaseOutcome, NewExecution, UpdateOutcome,
 };
 use crate::domain::ids::{ConnectorId, DeliveryId, ExecutionId, HolderId, SourceId, TenantId};
+use crate::domain::intake::{AcceptOutcome, IntakeWrite};
 use crate::domain::ledger::{AppendOutcome, LedgerEvent};
 use crate::domain::rate::RateDecision;
 use crate::domain::semaphore::{AcquireOutcome, SemaphoreKey};
@@ -133,6 +134,28 @@ pub fn check_page_limit(operation: &'static str, limit: u32) -> StoreResult<()> 
     Ok(())
 }
 
+/// The largest `detail` (serialized JSON) a ledger event may carry, in every adapter.
+pub const MAX_DETAIL_BYTES: usize = 64 * 1024;
+
+/// An event's `detail` as the ledgers store it (compact JSON text); over [`MAX_DETAIL_BYTES`]
+/// is `StoreError::InvalidInput`, as every [`Ledger::append`] must refuse it.
+pub fn stored_detail(operation: &'static str, detail: &serde_json::Value) -> StoreResult<String> {
+    let text = serde_json::to_string(detail).map_err(|e| StoreError::InvalidInput {
+        operation,
+        detail: format!("detail does not serialize: {e}"),
+    })?;
+    if text.len() > MAX_DETAIL_BYTES {
+        return Err(StoreError::InvalidInput {
+            operation,
+            detail: format!(
+                "detail is {} bytes, over the {MAX_DETAIL_BYTES}-byte limit",
+                text.len()
+            ),
+        });
+    }
+    Ok(text)
+}
+
 /// The append-only ledger.
 pub trait Ledger: Send + Sync {
     /// Writes `event` at its sequence number unless that number is taken.
@@ -216,6 +239,30 @@ pub trait ConnectorStore: Send + Sync {
         connector: &ConnectorId,
         limit: Option<LimitOverride>,
     ) -> impl Future<Output = StoreResult<()>> + Send;
+}
+
+/// Intake's composite write. Its own port (rather than a method of [`DeliveryStore`]) because it
+/// spans the items of four stores: the delivery claim, the ledger's RECEIVED event, the
+/// execution and the rate window counter.
+pub trait IntakeStore: Send + Sync {
+    /// Writes `write`'s claim (unless the delivery id is claimed and unexpired), its RECEIVED
+    /// event at seq 1 (unless taken), its execution, QUEUED (unless the id exists), and counts
+    /// it in the current rate window (unless the window holds `rate_limit_per_minute`
+    /// already): all of it or nothing, in one request (DynamoDB: one `TransactWriteItems`).
+    /// When nothing is written, the outcome says why (see [`AcceptOutcome`]).
+    fn accept(&self, write: IntakeWrite)
+        -> impl Future<Output = StoreResult<AcceptOutcome>> + Send;
+}
+
+/// Refuses a rate limit of 0 per minute, as every [`RateLimiter`] and [`IntakeStore`] must.
+pub fn check_rate_limit(operation: &'static str, limit_per_minute: u32) -> StoreResult<()> {
+    if limit_per_minute == 0 {
+        return Err(StoreError::InvalidInput {
+            operation,
+            detail: "limit_per_minute must be at least 1".into(),
+        });
+    }
+    Ok(())
 }
 
 /// The per-source intake rate window.
@@ -313,6 +360,7 @@ pub trait Backend: Clone + Send + Sync + 'static {
     type Rate: RateLimiter;
     type Queue: StageQueue;
     type Alerts: AlertStore + Clone;
+    type Intake: IntakeStore;
 
     fn deliveries(&self) -> &Self::Deliveries;
     fn executions(&self) -> &Self::Executions;
@@ -322,6 +370,7 @@ pub trait Backend: Clone + Send + Sync + 'static {
     fn rate(&self) -> &Self::Rate;
     fn queue(&self) -> &Self::Queue;
     fn alerts(&self) -> &Self::Alerts;
+    fn intake(&self) -> &Self::Intake;
 }
 
 /// The alert webhook's shared state: the dedup windows every instance claims, the counters

@@ -11,7 +11,7 @@ use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 use aws_config::retry::RetryConfig;
-use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_config::{BehaviorVersion, ConfigLoader, Region, SdkConfig};
 use aws_credential_types::Credentials;
 use aws_sdk_sqs::types::QueueAttributeName;
 
@@ -103,13 +103,16 @@ fn accepts_connections(endpoint: &str) -> Result<(), String> {
 /// SDK configuration for an engine: its endpoint, region us-east-1, static test credentials,
 /// and the standard retry mode with a few attempts (local engines throttle under load too).
 pub async fn sdk_config(engine: Engine) -> SdkConfig {
+    config_loader(engine).load().await
+}
+
+/// The loader behind [`sdk_config`] (and `counting::counted_sdk_config`).
+pub(crate) fn config_loader(engine: Engine) -> ConfigLoader {
     aws_config::defaults(BehaviorVersion::latest())
         .endpoint_url(engine.endpoint())
         .region(Region::from_static("us-east-1"))
         .credentials_provider(Credentials::new("test", "test", None, None, "sluice-tests"))
         .retry_config(RetryConfig::standard().with_max_attempts(4))
-        .load()
-        .await
 }
 
 /// A DynamoDB client for an engine.

@@ -2,6 +2,7 @@
 //! memory adapters and on real engines), and the race suites.
 
 pub mod contract;
+pub mod counting;
 pub mod e2e;
 pub mod engines;
 pub mod race;
@@ -13,9 +14,22 @@ macro_rules! dynamodb_contract_tests {
     ($engine:expr) => {
         use sluice::adapters::dynamodb::{
             DynamoAlertStore, DynamoConnectorStore, DynamoDeliveryStore, DynamoExecutionStore,
-            DynamoLedger, DynamoRateLimiter, DynamoSemaphoreStore,
+            DynamoIntakeStore, DynamoLedger, DynamoRateLimiter, DynamoSemaphoreStore,
         };
         use sluice_tests::{contract, engines};
+
+        #[tokio::test]
+        async fn intake_store() {
+            let (client, table) = engines::fresh_table($engine).await;
+            contract::intake::run(&contract::intake::Stores {
+                intake: &DynamoIntakeStore::new(client.clone(), &table),
+                deliveries: &DynamoDeliveryStore::new(client.clone(), &table),
+                executions: &DynamoExecutionStore::new(client.clone(), &table),
+                ledger: &DynamoLedger::new(client.clone(), &table),
+                rate: &DynamoRateLimiter::new(client, &table),
+            })
+            .await;
+        }
 
         #[tokio::test]
         async fn delivery_store() {
@@ -81,9 +95,30 @@ macro_rules! dynamodb_race_tests {
     ($engine:expr) => {
         use sluice::adapters::dynamodb::{
             DynamoAlertStore, DynamoConnectorStore, DynamoDeliveryStore, DynamoExecutionStore,
-            DynamoSemaphoreStore,
+            DynamoIntakeStore, DynamoLedger, DynamoSemaphoreStore,
         };
         use sluice_tests::{engines, race};
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+        async fn intake_accepts_200() {
+            let (client, table) = engines::fresh_table($engine).await;
+            race::intake_accepts(
+                DynamoIntakeStore::new(client.clone(), &table),
+                DynamoExecutionStore::new(client.clone(), &table),
+                DynamoLedger::new(client, &table),
+                200,
+            )
+            .await
+            .finish($engine.name());
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+        async fn intake_rate_10_of_50() {
+            let (client, table) = engines::fresh_table($engine).await;
+            race::intake_rate(DynamoIntakeStore::new(client, &table), 10, 50)
+                .await
+                .finish($engine.name());
+        }
 
         #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
         async fn delivery_claims_200() {

@@ -16,12 +16,15 @@ use sluice::domain::connector::{
 use sluice::domain::delivery::{ClaimOutcome, DeliveryClaim};
 use sluice::domain::execution::{LeaseOutcome, NewExecution};
 use sluice::domain::ids::{ConnectorId, DeliveryId, ExecutionId, HolderId, SourceId};
+use sluice::domain::intake::AcceptOutcome;
 use sluice::domain::semaphore::{AcquireOutcome, SemaphoreKey};
 use sluice::domain::time::Timestamp;
-use sluice::ports::{AlertStore, ConnectorStore, DeliveryStore, ExecutionStore, SemaphoreStore};
+use sluice::ports::{
+    AlertStore, ConnectorStore, DeliveryStore, ExecutionStore, IntakeStore, Ledger, SemaphoreStore,
+};
 use sluice::{Clock, SystemClock};
 
-use crate::id;
+use crate::{contract, id};
 
 /// How long one round may take before the suite fails.
 const ROUND_LIMIT: Duration = Duration::from_secs(90);
@@ -413,6 +416,131 @@ where
                 format!("window {window}: {owners} owners")
             });
         }
+        report.rounds += 1;
+    }
+    report
+}
+
+/// Rounds of the intake races: at most 5 (each sends hundreds of transactions).
+fn intake_rounds() -> u32 {
+    rounds().min(5)
+}
+
+/// `callers` concurrent intake writes of one delivery: exactly one is accepted, every other is
+/// a duplicate naming its execution; one execution and one RECEIVED event exist.
+pub async fn intake_accepts<I, E, L>(
+    intake: I,
+    executions: E,
+    ledger: L,
+    callers: usize,
+) -> RaceReport
+where
+    I: IntakeStore + Clone + 'static,
+    E: ExecutionStore,
+    L: Ledger,
+{
+    let mut report = RaceReport::new("intake_accepts", callers);
+    for round in 0..intake_rounds() {
+        let delivery = format!("race-{}", ulid::Ulid::new());
+        let now = SystemClock.now();
+        let outcomes = bounded(
+            "intake_accepts",
+            spawn_all((0..callers).map(|_| {
+                let (intake, delivery) = (intake.clone(), delivery.clone());
+                async move {
+                    let exec = ExecutionId::random();
+                    let write = contract::intake::write("github", &delivery, &exec, 1000, now);
+                    let outcome = intake.accept(write).await.expect("accept");
+                    (exec, outcome)
+                }
+            })),
+        )
+        .await;
+        let accepted: Vec<_> = outcomes
+            .iter()
+            .filter(|(_, o)| matches!(o, AcceptOutcome::Accepted(_)))
+            .map(|(exec, _)| exec.clone())
+            .collect();
+        report.check(round, accepted.len() == 1, || {
+            format!("{} accepted", accepted.len())
+        });
+        let Some(winner) = accepted.first() else {
+            report.rounds += 1;
+            continue;
+        };
+        let duplicates = outcomes
+            .iter()
+            .filter(|(_, o)| matches!(o, AcceptOutcome::Duplicate(d) if d.execution_id == *winner))
+            .count();
+        report.check(round, duplicates == callers - 1, || {
+            let others: Vec<_> = outcomes
+                .iter()
+                .filter(|(_, o)| {
+                    !matches!(o, AcceptOutcome::Duplicate(_) | AcceptOutcome::Accepted(_))
+                })
+                .map(|(_, o)| format!("{o:?}"))
+                .collect();
+            format!("{duplicates} duplicates of the winner; others: {others:?}")
+        });
+        let mut runs = 0;
+        for (exec, _) in &outcomes {
+            let stored = executions.get(exec).await.expect("get");
+            let events = ledger.events(exec).await.expect("events");
+            if stored.is_some() || !events.is_empty() {
+                runs += 1;
+                report.check(round, events.len() == 1 && stored.is_some(), || {
+                    format!(
+                        "{exec}: {} events, execution {}",
+                        events.len(),
+                        stored.is_some()
+                    )
+                });
+            }
+        }
+        report.check(round, runs == 1, || format!("{runs} runs stored"));
+        report.rounds += 1;
+    }
+    report
+}
+
+/// `callers` different deliveries of one source at once, with a rate limit of `limit` a
+/// minute: exactly `limit` are accepted, every other is over the rate.
+pub async fn intake_rate<I>(intake: I, limit: u32, callers: usize) -> RaceReport
+where
+    I: IntakeStore + Clone + 'static,
+{
+    let mut report = RaceReport::new("intake_rate", callers);
+    for round in 0..intake_rounds() {
+        // A source of its own per round: each starts with an empty window.
+        let source = format!("src-{}", ulid::Ulid::new().to_string().to_lowercase());
+        let now = SystemClock.now();
+        let outcomes = bounded(
+            "intake_rate",
+            spawn_all((0..callers).map(|n| {
+                let (intake, source) = (intake.clone(), source.clone());
+                async move {
+                    let exec = ExecutionId::random();
+                    let write =
+                        contract::intake::write(&source, &format!("d-{n}"), &exec, limit, now);
+                    intake.accept(write).await.expect("accept")
+                }
+            })),
+        )
+        .await;
+        let accepted = outcomes
+            .iter()
+            .filter(|o| matches!(o, AcceptOutcome::Accepted(_)))
+            .count();
+        let over = outcomes
+            .iter()
+            .filter(|o| matches!(o, AcceptOutcome::OverRate))
+            .count();
+        report.check(round, accepted == limit as usize, || {
+            format!("{accepted} accepted under a limit of {limit}")
+        });
+        report.check(round, accepted + over == callers, || {
+            format!("{accepted} accepted, {over} over the rate, of {callers}")
+        });
         report.rounds += 1;
     }
     report

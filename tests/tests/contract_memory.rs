@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use sluice::adapters::backend::MemoryBackend;
 use sluice::adapters::memory::{
     MemoryAlertStore, MemoryConnectorStore, MemoryDeliveryStore, MemoryExecutionStore,
     MemoryLedger, MemoryRateLimiter, MemorySemaphoreStore, MemoryStageQueue,
@@ -22,6 +23,19 @@ async fn execution_store() {
 #[tokio::test]
 async fn execution_listing() {
     contract::execution::run_listing(&MemoryExecutionStore::new()).await;
+}
+
+#[tokio::test]
+async fn intake_store() {
+    let memory = MemoryBackend::new(Arc::new(SystemClock));
+    contract::intake::run(&contract::intake::Stores {
+        intake: &memory.intake,
+        deliveries: &memory.deliveries,
+        executions: &memory.executions,
+        ledger: &memory.ledger,
+        rate: &memory.rate,
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -69,6 +83,18 @@ async fn races_hold_in_memory() {
         .await
         .finish("memory");
     race::alert_dedup(MemoryAlertStore::new(), 100)
+        .await
+        .finish("memory");
+    let memory = MemoryBackend::new(Arc::new(SystemClock));
+    race::intake_accepts(
+        memory.intake.clone(),
+        memory.executions.clone(),
+        memory.ledger.clone(),
+        200,
+    )
+    .await
+    .finish("memory");
+    race::intake_rate(memory.intake.clone(), 10, 50)
         .await
         .finish("memory");
 }

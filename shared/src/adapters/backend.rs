@@ -5,11 +5,11 @@ use std::sync::Arc;
 
 use crate::adapters::dynamodb::{
     DynamoAlertStore, DynamoConnectorStore, DynamoDeliveryStore, DynamoExecutionStore,
-    DynamoLedger, DynamoRateLimiter, DynamoSemaphoreStore,
+    DynamoIntakeStore, DynamoLedger, DynamoRateLimiter, DynamoSemaphoreStore,
 };
 use crate::adapters::memory::{
     MemoryAlertStore, MemoryConnectorStore, MemoryDeliveryStore, MemoryExecutionStore,
-    MemoryLedger, MemoryRateLimiter, MemorySemaphoreStore, MemoryStageQueue,
+    MemoryIntakeStore, MemoryLedger, MemoryRateLimiter, MemorySemaphoreStore, MemoryStageQueue,
 };
 use crate::adapters::sqs::SqsStageQueue;
 use crate::clock::Clock;
@@ -26,18 +26,27 @@ pub struct MemoryBackend {
     pub rate: MemoryRateLimiter,
     pub queue: MemoryStageQueue,
     pub alerts: MemoryAlertStore,
+    pub intake: MemoryIntakeStore,
 }
 
 impl MemoryBackend {
     /// Empty stores; the queue's delays follow `clock`.
     pub fn new(clock: Arc<dyn Clock>) -> Self {
+        let (deliveries, executions) = (MemoryDeliveryStore::new(), MemoryExecutionStore::new());
+        let (ledger, rate) = (MemoryLedger::new(), MemoryRateLimiter::new());
         Self {
-            deliveries: MemoryDeliveryStore::new(),
-            executions: MemoryExecutionStore::new(),
-            ledger: MemoryLedger::new(),
+            intake: MemoryIntakeStore::new(
+                deliveries.clone(),
+                executions.clone(),
+                ledger.clone(),
+                rate.clone(),
+            ),
+            deliveries,
+            executions,
+            ledger,
             semaphores: MemorySemaphoreStore::new(),
             connectors: MemoryConnectorStore::new(),
-            rate: MemoryRateLimiter::new(),
+            rate,
             queue: MemoryStageQueue::new(clock),
             alerts: MemoryAlertStore::new(),
         }
@@ -55,6 +64,7 @@ pub struct AwsBackend {
     pub rate: DynamoRateLimiter,
     pub queue: SqsStageQueue,
     pub alerts: DynamoAlertStore,
+    pub intake: DynamoIntakeStore,
 }
 
 impl AwsBackend {
@@ -72,14 +82,15 @@ impl AwsBackend {
             semaphores: DynamoSemaphoreStore::new(dynamodb.clone(), table),
             connectors: DynamoConnectorStore::new(dynamodb.clone(), table),
             rate: DynamoRateLimiter::new(dynamodb.clone(), table),
-            alerts: DynamoAlertStore::new(dynamodb, table),
+            alerts: DynamoAlertStore::new(dynamodb.clone(), table),
+            intake: DynamoIntakeStore::new(dynamodb, table),
             queue: SqsStageQueue::new(sqs, queue_url),
         }
     }
 }
 
 macro_rules! backend_impl {
-    ($name:ty, $d:ty, $e:ty, $l:ty, $s:ty, $c:ty, $r:ty, $q:ty, $a:ty) => {
+    ($name:ty, $d:ty, $e:ty, $l:ty, $s:ty, $c:ty, $r:ty, $q:ty, $a:ty, $i:ty) => {
         impl Backend for $name {
             type Deliveries = $d;
             type Executions = $e;
@@ -89,6 +100,7 @@ macro_rules! backend_impl {
             type Rate = $r;
             type Queue = $q;
             type Alerts = $a;
+            type Intake = $i;
 
             fn deliveries(&self) -> &$d {
                 &self.deliveries
@@ -114,6 +126,9 @@ macro_rules! backend_impl {
             fn alerts(&self) -> &$a {
                 &self.alerts
             }
+            fn intake(&self) -> &$i {
+                &self.intake
+            }
         }
     };
 }
@@ -127,7 +142,8 @@ backend_impl!(
     MemoryConnectorStore,
     MemoryRateLimiter,
     MemoryStageQueue,
-    MemoryAlertStore
+    MemoryAlertStore,
+    MemoryIntakeStore
 );
 backend_impl!(
     AwsBackend,
@@ -138,5 +154,6 @@ backend_impl!(
     DynamoConnectorStore,
     DynamoRateLimiter,
     SqsStageQueue,
-    DynamoAlertStore
+    DynamoAlertStore,
+    DynamoIntakeStore
 );

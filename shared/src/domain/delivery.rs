@@ -61,6 +61,12 @@ impl ClaimOutcome {
 }
 
 impl DeliveryRecord {
+    /// Whether this record still blocks a new claim at `now`: until its expiry second has
+    /// passed (DynamoDB's condition `expires_at < :now` lets a claim replace it after).
+    pub fn blocks_claim_at(&self, now: Timestamp) -> bool {
+        self.expires_at >= now.epoch_secs()
+    }
+
     /// The record a winning claim writes at `now`, kept for `ttl_secs`.
     pub fn new(claim: DeliveryClaim, now: Timestamp, ttl_secs: i64) -> Self {
         Self {

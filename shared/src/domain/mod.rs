@@ -5,6 +5,7 @@ pub mod connector;
 pub mod delivery;
 pub mod execution;
 pub mod ids;
+pub mod intake;
 pub mod ledger;
 pub mod rate;
 pub mod retry;

@@ -17,7 +17,24 @@
 //! 6. The RECEIVED ledger event fits the ledger (see *Payload size*), else 413
 //!    `payload_too_large`.
 //!
-//! # Writes (what the happy path costs)
+//! # Writes: the fast path
+//!
+//! A new delivery within the rate costs 2 requests: `intake().accept` writes, in one DynamoDB
+//! `TransactWriteItems`, the claim (QUEUED), the RECEIVED event (seq 1), the execution (QUEUED)
+//! and its count in the source's current rate window, all or nothing; then `queue().send` sends
+//! the stage 0 message (SQS SendMessage). Nothing is written after the send. If intake dies
+//! before the send (or the send fails: 503, and the sender's retry is a duplicate), the run is
+//! not lost: the sweeper re-sends the message of a QUEUED execution idle for
+//! `sweep::QUEUED_GRACE_SECS` (see `usecases::sweep`).
+//!
+//! A refused transaction wrote nothing and says why: the delivery id is claimed (a duplicate,
+//! 1 request; the resume rule below applies to a claim a step-by-step attempt left RECEIVED),
+//! the run key's execution exists (joined: intake then writes the claim alone, 2 requests; a
+//! joined delivery is not counted in the rate window), or the window is full, seq 1 is taken
+//! without an execution, or concurrent transactions kept conflicting: then intake goes step
+//! by step, from the claim on.
+//!
+//! # Writes: step by step (over the rate, or unsettled)
 //!
 //! | step | port call | AWS request |
 //! |---|---|---|
@@ -30,10 +47,8 @@
 //! | execution RECEIVED -> QUEUED | `executions().update` | DynamoDB UpdateItem |
 //! | delivery RECEIVED -> QUEUED | `deliveries().mark_queued` | DynamoDB UpdateItem |
 //!
-//! A new delivery within the rate costs 7 requests (6 DynamoDB + 1 SQS); a delayed one 8 or
-//! more; a duplicate 1, or 2 (claim + execution read) while its delivery record is still
-//! RECEIVED (see below); a delivery that joins an existing run 4 (claim, rate, a refused ledger
-//! append, a refused create; its delivery record stays RECEIVED, pointing at that run).
+//! A delayed delivery costs the refused transaction and then 8 or more requests; a duplicate
+//! of a step-by-step claim still RECEIVED costs 2 (transaction + execution read, see below).
 //!
 //! The RECEIVED event is written *before* the execution record, so an execution never exists
 //! without its payload: if intake dies between the two, what is left is an event no execution
@@ -93,6 +108,7 @@ use crate::domain::execution::{
     CreateOutcome, ExecutionChange, ExecutionStatus, NewExecution, UpdateOutcome,
 };
 use crate::domain::ids::{DeliveryId, ExecutionId, PipelineName, RunKey, SourceId, TenantId};
+use crate::domain::intake::{AcceptOutcome, IntakeWrite};
 use crate::domain::ledger::{EventKind, LedgerEvent};
 use crate::domain::rate::RateDecision;
 use crate::domain::signature::{self, SignatureError};
@@ -101,8 +117,8 @@ use crate::edge::{EdgeRequest, EdgeResponse};
 use crate::error::StoreError;
 use crate::manifest::ValueSource;
 use crate::ports::{
-    Backend, DeliveryStore, ExecutionStore, Ledger, RateLimiter, StageMessage, StageQueue,
-    ToolClient,
+    Backend, DeliveryStore, ExecutionStore, IntakeStore, Ledger, RateLimiter, StageMessage,
+    StageQueue, ToolClient,
 };
 use crate::telemetry;
 
@@ -450,7 +466,8 @@ fn inspect<B: Backend, T: ToolClient>(
     })
 }
 
-/// The writes, in the order the module docs give.
+/// The writes: the fast path (one composite write, one message), else step by step (see the
+/// module docs).
 async fn record<B: Backend, T: ToolClient>(
     app: &App<B, T>,
     delivery: Delivery,
@@ -465,26 +482,116 @@ async fn record<B: Backend, T: ToolClient>(
         payload_hash: delivery.payload_hash.clone(),
     };
     let ttl = app.config.delivery_dedupe_ttl_secs;
+    let write = IntakeWrite {
+        claim: claim.clone(),
+        ttl_secs: ttl,
+        received: received_event(&delivery, now),
+        execution: new_execution(&delivery, None),
+        rate_limit_per_minute: delivery.rate_limit,
+        now,
+    };
+    let joined = match backend.intake().accept(write).await? {
+        AcceptOutcome::Accepted(execution) => {
+            // Recorded QUEUED; a crash before the send is recovered by the sweeper (QUEUED
+            // past its grace period).
+            let message = StageMessage {
+                execution_id: execution.id.clone(),
+                stage: 0,
+                not_before: None,
+            };
+            backend.queue().send(&message, now).await?;
+            return Ok(Accepted::Queued {
+                execution_id: execution.id,
+            });
+        }
+        AcceptOutcome::Duplicate(earlier) => {
+            return match duplicate_or_resume(app, earlier, &delivery, now).await? {
+                Ok(duplicate) => Ok(duplicate),
+                Err(()) => step_by_step(app, delivery, now, true).await,
+            };
+        }
+        AcceptOutcome::Joined(existing) => Some(existing.id),
+        // The window is full (the rate limiter finds the delay), or an earlier attempt left
+        // seq 1 without an execution, or the transaction kept conflicting.
+        AcceptOutcome::OverRate | AcceptOutcome::Unsettled => None,
+    };
+
     let resumed = match backend.deliveries().claim(claim, now, ttl).await? {
         ClaimOutcome::Claimed(_) => false,
         ClaimOutcome::Duplicate(earlier) => {
-            if !resumable(&earlier, &delivery, now)
-                || backend
-                    .executions()
-                    .get(&earlier.execution_id)
-                    .await?
-                    .is_some()
-            {
-                return Ok(Accepted::Duplicate {
-                    execution_id: earlier.execution_id,
-                });
+            match duplicate_or_resume(app, earlier, &delivery, now).await? {
+                Ok(duplicate) => return Ok(duplicate),
+                Err(()) => true,
             }
-            // Claimed before, but the attempt that claimed it stopped before the execution
-            // existed (or is still running: the conditional writes below settle the race).
-            true
         }
     };
+    // A delivery of a run key whose execution exists records its claim (pointing at that run)
+    // and nothing else.
+    if let Some(execution_id) = joined {
+        return Ok(Accepted::Joined { execution_id });
+    }
+    step_by_step(app, delivery, now, resumed).await
+}
 
+/// A duplicate claim: `Ok` with the answer, or `Err(())` when the delivery's earlier attempt
+/// stopped before its execution existed and this one should resume the flow.
+async fn duplicate_or_resume<B: Backend, T: ToolClient>(
+    app: &App<B, T>,
+    earlier: DeliveryRecord,
+    delivery: &Delivery,
+    now: Timestamp,
+) -> Result<Result<Accepted, ()>, IntakeError> {
+    if !resumable(&earlier, delivery, now)
+        || app
+            .backend
+            .executions()
+            .get(&earlier.execution_id)
+            .await?
+            .is_some()
+    {
+        return Ok(Ok(Accepted::Duplicate {
+            execution_id: earlier.execution_id,
+        }));
+    }
+    // Claimed before, but the attempt that claimed it stopped before the execution existed
+    // (or is still running: the conditional writes of the flow settle the race).
+    Ok(Err(()))
+}
+
+/// The RECEIVED event of `delivery`.
+fn received_event(delivery: &Delivery, now: Timestamp) -> LedgerEvent {
+    LedgerEvent {
+        execution_id: delivery.execution_id.clone(),
+        seq: RECEIVED_SEQ,
+        at: now,
+        kind: EventKind::Received,
+        stage: None,
+        detail: delivery.received_detail.clone(),
+    }
+}
+
+/// The execution of `delivery`.
+fn new_execution(delivery: &Delivery, not_before: Option<Timestamp>) -> NewExecution {
+    NewExecution {
+        id: delivery.execution_id.clone(),
+        tenant: delivery.tenant.clone(),
+        source: delivery.source.clone(),
+        pipeline: delivery.pipeline.clone(),
+        run_key: delivery.run_key.clone(),
+        replay_of: None,
+        not_before,
+    }
+}
+
+/// The slow path, after the claim: one write per step (rate, RECEIVED, execution, DELAYED),
+/// the message, then the QUEUED marks.
+async fn step_by_step<B: Backend, T: ToolClient>(
+    app: &App<B, T>,
+    delivery: Delivery,
+    now: Timestamp,
+    resumed: bool,
+) -> Result<Accepted, IntakeError> {
+    let backend = &app.backend;
     let delay_secs = match backend
         .rate()
         .register(&delivery.source, delivery.rate_limit, now)
@@ -501,30 +608,12 @@ async fn record<B: Backend, T: ToolClient>(
     // recorded its payload first; that one stays.
     backend
         .ledger()
-        .append(LedgerEvent {
-            execution_id: delivery.execution_id.clone(),
-            seq: RECEIVED_SEQ,
-            at: now,
-            kind: EventKind::Received,
-            stage: None,
-            detail: delivery.received_detail,
-        })
+        .append(received_event(&delivery, now))
         .await?;
 
     let created = backend
         .executions()
-        .create(
-            NewExecution {
-                id: delivery.execution_id.clone(),
-                tenant: delivery.tenant,
-                source: delivery.source.clone(),
-                pipeline: delivery.pipeline,
-                run_key: delivery.run_key,
-                replay_of: None,
-                not_before,
-            },
-            now,
-        )
+        .create(new_execution(&delivery, not_before), now)
         .await?;
     let execution = match created {
         CreateOutcome::Created(execution) => execution,
@@ -721,8 +810,8 @@ mod tests {
     use super::*;
     use crate::adapters::backend::MemoryBackend;
     use crate::adapters::memory::{
-        MemoryConnectorStore, MemoryDeliveryStore, MemoryExecutionStore, MemoryLedger,
-        MemoryRateLimiter, MemorySemaphoreStore, MemoryStageQueue,
+        MemoryConnectorStore, MemoryDeliveryStore, MemoryExecutionStore, MemoryIntakeStore,
+        MemoryLedger, MemoryRateLimiter, MemorySemaphoreStore, MemoryStageQueue,
     };
     use crate::clock::{Clock, FakeClock};
     use crate::config::ReliabilityConfig;
@@ -1590,12 +1679,31 @@ pipelines:
         }
     }
 
-    /// The memory backend, with a rate limiter and a queue that fail on demand.
+    /// The memory intake store, answering `Unsettled` on demand (as the DynamoDB adapter does
+    /// when its transaction keeps conflicting), which sends intake step by step.
+    #[derive(Debug, Clone)]
+    struct FlakyIntake {
+        inner: MemoryIntakeStore,
+        unsettled: Arc<AtomicBool>,
+    }
+
+    impl IntakeStore for FlakyIntake {
+        async fn accept(&self, write: IntakeWrite) -> crate::ports::StoreResult<AcceptOutcome> {
+            if self.unsettled.load(Ordering::SeqCst) {
+                return Ok(AcceptOutcome::Unsettled);
+            }
+            self.inner.accept(write).await
+        }
+    }
+
+    /// The memory backend, with a rate limiter and a queue that fail on demand, and an intake
+    /// store that refuses its fast path on demand.
     #[derive(Debug, Clone)]
     struct Flaky {
         memory: MemoryBackend,
         rate: FlakyRate,
         queue: FlakyQueue,
+        intake: FlakyIntake,
     }
 
     impl Backend for Flaky {
@@ -1607,6 +1715,7 @@ pipelines:
         type Rate = FlakyRate;
         type Queue = FlakyQueue;
         type Alerts = crate::adapters::memory::MemoryAlertStore;
+        type Intake = FlakyIntake;
 
         fn deliveries(&self) -> &Self::Deliveries {
             &self.memory.deliveries
@@ -1632,6 +1741,9 @@ pipelines:
         fn alerts(&self) -> &Self::Alerts {
             &self.memory.alerts
         }
+        fn intake(&self) -> &Self::Intake {
+            &self.intake
+        }
     }
 
     fn flaky() -> (App<Flaky, NoTools>, FakeClock) {
@@ -1646,6 +1758,10 @@ pipelines:
                 inner: memory.queue.clone(),
                 fail_sends: Arc::default(),
             },
+            intake: FlakyIntake {
+                inner: memory.intake.clone(),
+                unsettled: Arc::default(),
+            },
             memory,
         };
         (app_on(backend, &clock), clock)
@@ -1659,6 +1775,7 @@ pipelines:
         let response = handle(&app, github("gh", "d-1", push("acme/app", "abc"))).await;
         assert_error(&response, 503, "unavailable");
 
+        // The fast path recorded everything QUEUED in one write; only the message is missing.
         let execution_id = ExecutionId::for_run_key(&id("gh"), &id("acme/app:abc"));
         let delivery = memory
             .deliveries
@@ -1666,9 +1783,9 @@ pipelines:
             .await
             .unwrap()
             .unwrap();
-        assert_eq!(delivery.status, DeliveryStatus::Received, "not QUEUED");
+        assert_eq!(delivery.status, DeliveryStatus::Queued);
         let execution = memory.executions.get(&execution_id).await.unwrap().unwrap();
-        assert_eq!(execution.status, ExecutionStatus::Received);
+        assert_eq!(execution.status, ExecutionStatus::Queued);
         let events = memory.ledger.events(&execution_id).await.unwrap();
         assert_eq!(
             events[0].kind,
@@ -1684,31 +1801,26 @@ pipelines:
         assert_eq!(retry.status, 200, "{retry:?}");
         assert_eq!(exec_id(&retry), execution_id);
         assert!(memory.queue.is_empty());
-        let delivery = memory
-            .deliveries
-            .get(&id("gh"), &id("d-1"))
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(delivery.status, DeliveryStatus::Received);
 
-        // What the sweeper finds once its 60 s grace period is over.
-        clock.advance_secs(60);
-        let stranded = memory
-            .executions
-            .stale(ExecutionStatus::Received, clock.now().plus_secs(-60), 10)
-            .await
-            .unwrap();
-        assert_eq!(
-            stranded.iter().map(|e| &e.id).collect::<Vec<_>>(),
-            [&execution_id]
-        );
+        // The sweeper re-sends it once its grace period is over, and only then.
+        let sweep = crate::usecases::sweep::sweep;
+        assert_eq!(sweep(&app).await.unwrap().requeued, 0);
+        clock.advance_secs(crate::usecases::sweep::QUEUED_GRACE_SECS);
+        let report = sweep(&app).await.unwrap();
+        assert_eq!(report.requeued, 1, "{report:?}");
+        let messages = visible(memory).await;
+        assert_eq!(messages.len(), 1);
+        assert_eq!(messages[0].message.execution_id, execution_id);
+        let events = memory.ledger.events(&execution_id).await.unwrap();
+        assert_eq!(events.last().unwrap().kind, EventKind::RecoveryRequeued);
     }
 
     #[tokio::test]
     async fn a_retry_after_a_failure_before_the_execution_resumes_the_flow() {
         let (app, clock) = flaky();
         let memory = &app.backend.memory;
+        // Step by step (the composite write kept conflicting), and the rate step fails.
+        app.backend.intake.unsettled.store(true, Ordering::SeqCst);
         app.backend.rate.fail.store(true, Ordering::SeqCst);
         let response = handle(&app, github("gh", "d-1", push("acme/app", "abc"))).await;
         assert_error(&response, 503, "unavailable");
@@ -1727,6 +1839,7 @@ pipelines:
             .is_none());
 
         app.backend.rate.fail.store(false, Ordering::SeqCst);
+        app.backend.intake.unsettled.store(false, Ordering::SeqCst);
         // While the claim is young its request may still be at work: a plain duplicate.
         let early = handle(&app, github("gh", "d-1", push("acme/app", "abc"))).await;
         assert_eq!(early.status, 200, "{early:?}");

@@ -10,6 +10,10 @@
 //! - RECEIVED for longer than [`RECEIVED_GRACE_SECS`] (intake recorded it but never queued
 //!   it): the stage message is sent (respecting `not_before`), RECOVERY_REQUEUED is appended and
 //!   the status becomes QUEUED.
+//! - QUEUED and idle for [`QUEUED_GRACE_SECS`] past its `not_before` (intake's fast path
+//!   records an execution QUEUED in the same write as its claim, then sends the message: if it
+//!   died in between, or the message was lost, no worker ever picks the run up): a versioned
+//!   write claims the recovery, RECOVERY_REQUEUED is appended and the message is sent again.
 //!
 //! Candidates come from [`ExecutionStore::stale`] (an eventually consistent index) and are
 //! re-read with [`ExecutionStore::get`] before anything is decided. Every write is versioned, so
@@ -36,6 +40,11 @@ pub const RECEIVED_GRACE_SECS: i64 = 60;
 /// in a queue backlog looks the same as a lost one.
 pub const UNLEASED_GRACE_SECS: i64 = 300;
 
+/// How long a QUEUED execution may sit idle (since its last write and its `not_before`) before
+/// the sweeper re-sends its stage message. As generous as [`UNLEASED_GRACE_SECS`], for the same
+/// reason: a message waiting in a backlog looks the same as one never sent.
+pub const QUEUED_GRACE_SECS: i64 = UNLEASED_GRACE_SECS;
+
 /// The most executions of each status one sweep inspects.
 pub const SWEEP_LIMIT: u32 = 100;
 
@@ -47,7 +56,7 @@ pub struct SweepReport {
     /// RUNNING executions whose lease had expired, put back on the queue.
     pub recovered: u32,
     /// Executions put back on the queue because their message was never sent or was lost
-    /// (RECEIVED, or RUNNING without a lease).
+    /// (RECEIVED, QUEUED and idle, or RUNNING without a lease).
     pub requeued: u32,
     /// Candidates that needed nothing (a live lease, moved on since the index was written).
     pub skipped: u32,
@@ -82,6 +91,7 @@ impl SweepError {
 enum Action {
     RecoverExpiredLease,
     RequeueUnleased,
+    RequeueQueued,
     QueueReceived,
 }
 
@@ -89,7 +99,9 @@ impl Action {
     fn kind(self) -> EventKind {
         match self {
             Action::RecoverExpiredLease => EventKind::RecoveryLeaseExpired,
-            Action::RequeueUnleased | Action::QueueReceived => EventKind::RecoveryRequeued,
+            Action::RequeueUnleased | Action::RequeueQueued | Action::QueueReceived => {
+                EventKind::RecoveryRequeued
+            }
         }
     }
 
@@ -97,6 +109,7 @@ impl Action {
         match self {
             Action::RecoverExpiredLease => "lease_expired",
             Action::RequeueUnleased => "running_without_lease",
+            Action::RequeueQueued => "queued_without_progress",
             Action::QueueReceived => "never_queued",
         }
     }
@@ -124,26 +137,22 @@ pub async fn sweep<B: Backend, T: ToolClient>(app: &App<B, T>) -> Result<SweepRe
 
     // The port calls below are boxed: unboxed, the DynamoDB adapter's futures nested in a
     // Lambda runtime's future overflow the compiler's layout query depth.
-    let running = Box::pin(executions.stale(ExecutionStatus::Running, now, SWEEP_LIMIT))
-        .await
-        .map_err(|source| SweepError::Stale {
-            status: "RUNNING",
-            source,
-        })?;
-    let received = Box::pin(executions.stale(
-        ExecutionStatus::Received,
-        now.plus_secs(-RECEIVED_GRACE_SECS),
-        SWEEP_LIMIT,
-    ))
-    .await
-    .map_err(|source| SweepError::Stale {
-        status: "RECEIVED",
-        source,
-    })?;
-    report.truncated =
-        running.len() >= SWEEP_LIMIT as usize || received.len() >= SWEEP_LIMIT as usize;
+    let stale = |status: ExecutionStatus, grace_secs: i64| async move {
+        Box::pin(executions.stale(status, now.plus_secs(-grace_secs), SWEEP_LIMIT))
+            .await
+            .map_err(|source| SweepError::Stale {
+                status: status.as_str(),
+                source,
+            })
+    };
+    let running = Box::pin(stale(ExecutionStatus::Running, 0)).await?;
+    let received = Box::pin(stale(ExecutionStatus::Received, RECEIVED_GRACE_SECS)).await?;
+    let queued = Box::pin(stale(ExecutionStatus::Queued, QUEUED_GRACE_SECS)).await?;
+    report.truncated = [&running, &received, &queued]
+        .iter()
+        .any(|found| found.len() >= SWEEP_LIMIT as usize);
 
-    for candidate in running.iter().chain(&received) {
+    for candidate in running.iter().chain(&received).chain(&queued) {
         report.inspected += 1;
         match Box::pin(inspect(app, &candidate.id, now)).await {
             Ok(None) => report.skipped += 1,
@@ -152,7 +161,7 @@ pub async fn sweep<B: Backend, T: ToolClient>(app: &App<B, T>) -> Result<SweepRe
                 app.metrics
                     .count(telemetry::RECOVERIES, &[("Kind", "lease_expired")]);
             }
-            Ok(Some(Action::RequeueUnleased | Action::QueueReceived)) => {
+            Ok(Some(Action::RequeueUnleased | Action::RequeueQueued | Action::QueueReceived)) => {
                 report.requeued += 1;
                 app.metrics
                     .count(telemetry::RECOVERIES, &[("Kind", "requeued")]);
@@ -199,8 +208,8 @@ async fn inspect<B: Backend, T: ToolClient>(
         return Ok(None);
     };
     let done = match action {
-        Action::RecoverExpiredLease | Action::RequeueUnleased => {
-            requeue_running(app, record, action).await?
+        Action::RecoverExpiredLease | Action::RequeueUnleased | Action::RequeueQueued => {
+            requeue(app, record, action).await?
         }
         Action::QueueReceived => queue_received(app, record).await?,
     };
@@ -213,23 +222,27 @@ fn decide(record: &ExecutionRecord, now: Timestamp) -> Option<Action> {
         ExecutionStatus::Running => match &record.lease {
             Some(lease) if lease.expires_at <= now => Some(Action::RecoverExpiredLease),
             Some(_) => None,
-            None => {
-                let idle_since = record
-                    .not_before
-                    .map_or(record.updated_at, |nb| nb.max(record.updated_at));
-                (idle_since.plus_secs(UNLEASED_GRACE_SECS) <= now)
-                    .then_some(Action::RequeueUnleased)
-            }
+            None => (idle_since(record).plus_secs(UNLEASED_GRACE_SECS) <= now)
+                .then_some(Action::RequeueUnleased),
         },
         ExecutionStatus::Received => (record.updated_at.plus_secs(RECEIVED_GRACE_SECS) <= now)
             .then_some(Action::QueueReceived),
+        ExecutionStatus::Queued => (idle_since(record).plus_secs(QUEUED_GRACE_SECS) <= now)
+            .then_some(Action::RequeueQueued),
         _ => None,
     }
 }
 
-/// RUNNING: clear the lease (versioned: this claims the recovery), append the event, send the
-/// stage message. False if the execution moved on since it was read.
-async fn requeue_running<B: Backend, T: ToolClient>(
+/// Since when `record` has been waiting: its last write, or its `not_before` if later.
+fn idle_since(record: &ExecutionRecord) -> Timestamp {
+    record
+        .not_before
+        .map_or(record.updated_at, |nb| nb.max(record.updated_at))
+}
+
+/// RUNNING or QUEUED: clear the lease if any (versioned: this claims the recovery), append the
+/// event, send the stage message. False if the execution moved on since it was read.
+async fn requeue<B: Backend, T: ToolClient>(
     app: &App<B, T>,
     record: ExecutionRecord,
     action: Action,
@@ -489,12 +502,24 @@ mod tests {
         assert_eq!(message.message.execution_id, delayed);
         assert_eq!(message.message.not_before, Some(later));
 
-        // Swept again: nothing left to do for the queued ones.
+        // Swept again: the young one is queued; the delayed one's message was just
+        // received; the undelayed one's was taken (and dropped above) without the run moving
+        // on for longer than the QUEUED grace, so it is sent again.
+        assert!(later >= h.record(&old).await.updated_at.plus_secs(QUEUED_GRACE_SECS));
         let report = sweep(&h.app).await.unwrap();
+        assert_eq!((report.requeued, report.recovered), (2, 0), "{report:?}");
+        assert_eq!(h.record(&young).await.status, ExecutionStatus::Queued);
+        let reasons: Vec<_> = h
+            .events(&old)
+            .await
+            .iter()
+            .map(|e| e.detail["reason"].clone())
+            .collect();
+        assert_eq!(reasons.last(), Some(&json!("queued_without_progress")));
+        let delayed_events = h.events(&delayed).await;
         assert_eq!(
-            (report.requeued, report.recovered),
-            (1, 0),
-            "only the young one"
+            delayed_events.last().unwrap().detail["reason"],
+            json!("never_queued")
         );
     }
 
@@ -567,7 +592,17 @@ mod tests {
             status: ExecutionStatus::Queued,
             ..idle.clone()
         };
-        assert_eq!(decide(&queued, now), None);
+        assert_eq!(decide(&queued, now), Some(Action::RequeueQueued));
+        let fresh = ExecutionRecord {
+            updated_at: now.plus_secs(-QUEUED_GRACE_SECS + 1),
+            ..queued.clone()
+        };
+        assert_eq!(decide(&fresh, now), None, "within its grace");
+        let waiting = ExecutionRecord {
+            not_before: record.not_before,
+            ..queued
+        };
+        assert_eq!(decide(&waiting, now), None, "waiting on its not_before");
         let received = ExecutionRecord {
             status: ExecutionStatus::Received,
             updated_at: now.plus_secs(-RECEIVED_GRACE_SECS),

@@ -10,6 +10,7 @@ pub mod alerts;
 pub mod connector;
 pub mod delivery;
 pub mod execution;
+pub mod intake;
 pub mod ledger;
 pub mod queue;
 pub mod rate;

@@ -70,7 +70,8 @@ impl DynamoDeliveryStore {
         }
     }
 
-    fn parse(
+    /// The record in `item`, the record of (`source`, `delivery_id`).
+    pub(super) fn parse(
         operation: &'static str,
         source: &SourceId,
         delivery_id: &DeliveryId,
@@ -80,6 +81,22 @@ impl DynamoDeliveryStore {
         let stored: DeliveryItem = parse_item(operation, &key, item)?;
         Ok(stored.into_record(source, delivery_id))
     }
+}
+
+/// The item of `record` and the condition under which a claim at `now` may write it.
+pub(super) fn claim_write(
+    operation: &'static str,
+    record: &DeliveryRecord,
+    now: Timestamp,
+) -> StoreResult<(Item, Expr)> {
+    let mut x = Expr::default();
+    let (pk, expires_at, now_secs) = (x.name(PK), x.name(EXPIRES_AT), x.num(now.epoch_secs()));
+    // The first claim wins; a record past its TTL that DynamoDB has not reaped yet no longer
+    // blocks a new claim. On failure ALL_OLD is the winner's record.
+    x.require(format!(
+        "attribute_not_exists({pk}) OR {expires_at} < {now_secs}"
+    ));
+    Ok((to_item(operation, &DeliveryItem::new(record))?, x))
 }
 
 impl DeliveryStore for DynamoDeliveryStore {
@@ -93,14 +110,7 @@ impl DeliveryStore for DynamoDeliveryStore {
         const OP: &str = "delivery.claim";
         let (source, delivery_id) = (claim.source.clone(), claim.delivery_id.clone());
         let record = DeliveryRecord::new(claim, now, ttl_secs);
-        let mut x = Expr::default();
-        let (pk, expires_at, now_secs) = (x.name(PK), x.name(EXPIRES_AT), x.num(now.epoch_secs()));
-        // The first claim wins; a record past its TTL that DynamoDB has not reaped yet no
-        // longer blocks a new claim. On failure ALL_OLD is the winner's record.
-        x.require(format!(
-            "attribute_not_exists({pk}) OR {expires_at} < {now_secs}"
-        ));
-        let item = to_item(OP, &DeliveryItem::new(&record))?;
+        let (item, x) = claim_write(OP, &record, now)?;
         match put_item(&self.client, &self.table, item, x, OP).await? {
             Conditional::Written(_) => Ok(ClaimOutcome::Claimed(record)),
             Conditional::Failed(old) if old.is_empty() => {

@@ -159,7 +159,7 @@ impl DynamoExecutionStore {
     }
 
     /// The record in `item`; `None` if the item is empty (there was none).
-    fn parse(
+    pub(super) fn parse(
         operation: &'static str,
         id: &ExecutionId,
         item: Item,
@@ -227,6 +227,18 @@ impl DynamoExecutionStore {
     }
 }
 
+/// The item of a new execution `record` and the condition of its create.
+pub(super) fn create_write(
+    operation: &'static str,
+    record: &ExecutionRecord,
+) -> StoreResult<(Item, Expr)> {
+    let mut x = Expr::default();
+    let pk = x.name(PK);
+    // One execution per id (per run key): a second create learns the first from ALL_OLD.
+    x.require(format!("attribute_not_exists({pk})"));
+    Ok((to_item(operation, &ExecutionItem::new(record))?, x))
+}
+
 /// A list of status placeholders for an `IN (...)` condition.
 fn status_list(x: &mut Expr, statuses: &[ExecutionStatus]) -> String {
     statuses
@@ -242,16 +254,13 @@ impl ExecutionStore for DynamoExecutionStore {
         const OP: &str = "execution.create";
         let id = new.id.clone();
         let record = new.into_record(now);
-        let mut x = Expr::default();
-        let pk = x.name(PK);
-        // One execution per id (per run key): a second create learns the first from ALL_OLD.
-        x.require(format!("attribute_not_exists({pk})"));
+        let (item, x) = create_write(OP, &record)?;
         let r = x.render();
         let result = self
             .client
             .put_item()
             .table_name(&self.table)
-            .set_item(Some(to_item(OP, &ExecutionItem::new(&record))?))
+            .set_item(Some(item))
             .set_condition_expression(r.condition)
             .set_expression_attribute_names(r.names)
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)

@@ -13,11 +13,9 @@ use super::keys::{self, Item, EVENT_PREFIX, PK, SK};
 use crate::domain::ids::ExecutionId;
 use crate::domain::ledger::{AppendOutcome, EventKind, LedgerEvent};
 use crate::domain::time::Timestamp;
-use crate::error::StoreError;
-use crate::ports::{Ledger, StoreResult};
+use crate::ports::{stored_detail, Ledger, StoreResult};
 
-/// The largest `detail` (serialized JSON) an event may carry, in both adapters.
-pub const MAX_DETAIL_BYTES: usize = 64 * 1024;
+pub use crate::ports::MAX_DETAIL_BYTES;
 
 /// The stored shape of an event; the execution id and sequence number live in the key.
 #[derive(Debug, Serialize, Deserialize)]
@@ -82,42 +80,39 @@ fn parse_event(operation: &'static str, id: &ExecutionId, item: Item) -> StoreRe
     })
 }
 
+/// The item of `event` and the condition of its append; an oversize detail is
+/// `StoreError::InvalidInput`.
+pub(super) fn append_write(
+    operation: &'static str,
+    event: &LedgerEvent,
+) -> StoreResult<(Item, Expr)> {
+    let detail = stored_detail(operation, &event.detail)?;
+    let item = EventItem {
+        pk: keys::execution_pk(&event.execution_id),
+        sk: keys::event_sk(event.seq),
+        at: event.at,
+        kind: event.kind,
+        stage: event.stage,
+        detail,
+    };
+    let mut x = Expr::default();
+    let sk = x.name(SK);
+    // An event is never overwritten: a taken sequence number returns the event there.
+    x.require(format!("attribute_not_exists({sk})"));
+    Ok((to_item(operation, &item)?, x))
+}
+
 impl Ledger for DynamoLedger {
     #[tracing::instrument(skip_all, fields(execution_id = %event.execution_id, seq = event.seq))]
     async fn append(&self, event: LedgerEvent) -> StoreResult<AppendOutcome> {
         const OP: &str = "ledger.append";
-        let detail =
-            serde_json::to_string(&event.detail).map_err(|e| StoreError::InvalidInput {
-                operation: OP,
-                detail: format!("detail does not serialize: {e}"),
-            })?;
-        if detail.len() > MAX_DETAIL_BYTES {
-            return Err(StoreError::InvalidInput {
-                operation: OP,
-                detail: format!(
-                    "detail is {} bytes, more than {MAX_DETAIL_BYTES}",
-                    detail.len()
-                ),
-            });
-        }
-        let item = EventItem {
-            pk: keys::execution_pk(&event.execution_id),
-            sk: keys::event_sk(event.seq),
-            at: event.at,
-            kind: event.kind,
-            stage: event.stage,
-            detail,
-        };
-        let mut x = Expr::default();
-        let sk = x.name(SK);
-        // An event is never overwritten: a taken sequence number returns the event there.
-        x.require(format!("attribute_not_exists({sk})"));
+        let (item, x) = append_write(OP, &event)?;
         let r = x.render();
         let result = self
             .client
             .put_item()
             .table_name(&self.table)
-            .set_item(Some(to_item(OP, &item)?))
+            .set_item(Some(item))
             .set_condition_expression(r.condition)
             .set_expression_attribute_names(r.names)
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)

@@ -7,12 +7,11 @@ use aws_sdk_dynamodb::Client;
 
 use super::errors::{number, Conditional};
 use super::expr::{update_item, Expr};
-use super::keys::{self, COUNT, EXPIRES_AT};
+use super::keys::{self, Item, COUNT, EXPIRES_AT};
 use crate::domain::ids::SourceId;
 use crate::domain::rate::{self, RateDecision, MAX_HORIZON_MINUTES};
 use crate::domain::time::Timestamp;
-use crate::error::StoreError;
-use crate::ports::{RateLimiter, StoreResult};
+use crate::ports::{check_rate_limit, RateLimiter, StoreResult};
 
 /// Per-source intake windows in the Sluice table.
 #[derive(Debug, Clone)]
@@ -39,21 +38,8 @@ impl DynamoRateLimiter {
         limit: Option<u32>,
     ) -> StoreResult<Option<u32>> {
         const OP: &str = "rate.register";
-        let pk = keys::rate_pk(source);
-        let sk = keys::window_sk(window);
-        let describe = keys::describe(&pk, &sk);
-        let mut x = Expr::default();
-        x.add(COUNT, 1);
-        let expiry = x.num(rate::window_expiry(window));
-        x.set(EXPIRES_AT, expiry);
-        if let Some(limit) = limit {
-            let (count, limit) = (x.name(COUNT), x.num(limit));
-            // Every minute schedules at most `limit` deliveries, however many race for it.
-            x.require(format!(
-                "attribute_not_exists({count}) OR {count} < {limit}"
-            ));
-        }
-        let key = keys::key(pk, sk);
+        let describe = keys::describe(&keys::rate_pk(source), &keys::window_sk(window));
+        let (key, x) = count_write(source, window, limit);
         match update_item(
             &self.client,
             &self.table,
@@ -73,6 +59,23 @@ impl DynamoRateLimiter {
     }
 }
 
+/// The key of `source`'s counter for `window` and the update that counts one delivery in it,
+/// only while it holds fewer than `limit` if a limit is given.
+pub(super) fn count_write(source: &SourceId, window: i64, limit: Option<u32>) -> (Item, Expr) {
+    let mut x = Expr::default();
+    x.add(COUNT, 1);
+    let expiry = x.num(rate::window_expiry(window));
+    x.set(EXPIRES_AT, expiry);
+    if let Some(limit) = limit {
+        let (count, limit) = (x.name(COUNT), x.num(limit));
+        // Every minute schedules at most `limit` deliveries, however many race for it.
+        x.require(format!(
+            "attribute_not_exists({count}) OR {count} < {limit}"
+        ));
+    }
+    (keys::key(keys::rate_pk(source), keys::window_sk(window)), x)
+}
+
 impl RateLimiter for DynamoRateLimiter {
     #[tracing::instrument(skip_all, fields(source = %source, limit = limit_per_minute))]
     async fn register(
@@ -81,12 +84,7 @@ impl RateLimiter for DynamoRateLimiter {
         limit_per_minute: u32,
         now: Timestamp,
     ) -> StoreResult<RateDecision> {
-        if limit_per_minute == 0 {
-            return Err(StoreError::InvalidInput {
-                operation: "rate.register",
-                detail: "limit_per_minute must be at least 1".into(),
-            });
-        }
+        check_rate_limit("rate.register", limit_per_minute)?;
         let current = rate::window_of(now);
         for window in current..=current + MAX_HORIZON_MINUTES {
             if let Some(count) = self

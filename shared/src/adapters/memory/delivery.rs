@@ -9,13 +9,13 @@ use crate::domain::ids::{DeliveryId, SourceId};
 use crate::domain::time::Timestamp;
 use crate::ports::{DeliveryStore, StoreResult};
 
-type Records = HashMap<(SourceId, DeliveryId), DeliveryRecord>;
+pub(super) type Records = HashMap<(SourceId, DeliveryId), DeliveryRecord>;
 
 /// Delivery dedupe records keyed by (source, delivery id). Like DynamoDB before its TTL reaper
 /// runs, an expired record stays readable until a new claim replaces it.
 #[derive(Debug, Clone, Default)]
 pub struct MemoryDeliveryStore {
-    records: Arc<Mutex<Records>>,
+    pub(super) records: Arc<Mutex<Records>>,
 }
 
 impl MemoryDeliveryStore {
@@ -35,7 +35,7 @@ impl DeliveryStore for MemoryDeliveryStore {
         let mut records = lock(&self.records);
         let key = (claim.source.clone(), claim.delivery_id.clone());
         match records.get(&key) {
-            Some(existing) if existing.expires_at >= now.epoch_secs() => {
+            Some(existing) if existing.blocks_claim_at(now) => {
                 Ok(ClaimOutcome::Duplicate(existing.clone()))
             }
             _ => {

@@ -17,7 +17,7 @@ use crate::ports::{check_page_limit, ExecutionPage, ExecutionStore, StoreResult}
 /// Execution records keyed by id.
 #[derive(Debug, Clone, Default)]
 pub struct MemoryExecutionStore {
-    records: Arc<Mutex<HashMap<ExecutionId, ExecutionRecord>>>,
+    pub(super) records: Arc<Mutex<HashMap<ExecutionId, ExecutionRecord>>>,
 }
 
 impl MemoryExecutionStore {

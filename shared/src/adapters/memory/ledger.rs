@@ -7,20 +7,27 @@ use super::lock;
 use crate::domain::ids::ExecutionId;
 use crate::domain::ledger::{AppendOutcome, LedgerEvent};
 use crate::error::StoreError;
-use crate::ports::{Ledger, StoreResult};
-
-/// The largest serialized `detail` an event may carry (64 KiB), as in the DynamoDB ledger.
-const MAX_DETAIL_BYTES: usize = 64 * 1024;
+use crate::ports::{stored_detail, Ledger, StoreResult};
 
 /// An event as stored: its detail kept as JSON text, as the DynamoDB adapter stores it, so a
 /// read returns exactly what a round trip through text gives.
 #[derive(Debug, Clone)]
-struct StoredEvent {
-    event: LedgerEvent,
+pub(super) struct StoredEvent {
+    pub(super) event: LedgerEvent,
     detail: String,
 }
 
 impl StoredEvent {
+    /// `event` as stored, if its detail serializes within [`MAX_DETAIL_BYTES`].
+    pub(super) fn new(operation: &'static str, event: LedgerEvent) -> StoreResult<Self> {
+        let detail = stored_detail(operation, &event.detail)?;
+        let event = LedgerEvent {
+            detail: serde_json::Value::Null,
+            ..event
+        };
+        Ok(Self { event, detail })
+    }
+
     fn read(&self) -> StoreResult<LedgerEvent> {
         let detail = serde_json::from_str(&self.detail).map_err(|e| StoreError::Corrupt {
             operation: "ledger.events",
@@ -35,12 +42,12 @@ impl StoredEvent {
     }
 }
 
-type Events = HashMap<ExecutionId, BTreeMap<u64, StoredEvent>>;
+pub(super) type Events = HashMap<ExecutionId, BTreeMap<u64, StoredEvent>>;
 
 /// Ledger events per execution, ordered by sequence number.
 #[derive(Debug, Clone, Default)]
 pub struct MemoryLedger {
-    events: Arc<Mutex<Events>>,
+    pub(super) events: Arc<Mutex<Events>>,
 }
 
 impl MemoryLedger {
@@ -52,31 +59,13 @@ impl MemoryLedger {
 
 impl Ledger for MemoryLedger {
     async fn append(&self, event: LedgerEvent) -> StoreResult<AppendOutcome> {
-        let detail =
-            serde_json::to_string(&event.detail).map_err(|e| StoreError::InvalidInput {
-                operation: "ledger.append",
-                detail: format!("detail does not serialize: {e}"),
-            })?;
-        if detail.len() > MAX_DETAIL_BYTES {
-            return Err(StoreError::InvalidInput {
-                operation: "ledger.append",
-                detail: format!(
-                    "detail is {} bytes, over the {MAX_DETAIL_BYTES}-byte limit",
-                    detail.len()
-                ),
-            });
-        }
+        let stored = StoredEvent::new("ledger.append", event)?;
         let mut events = lock(&self.events);
-        let ledger = events.entry(event.execution_id.clone()).or_default();
-        if let Some(existing) = ledger.get(&event.seq) {
+        let ledger = events.entry(stored.event.execution_id.clone()).or_default();
+        if let Some(existing) = ledger.get(&stored.event.seq) {
             return Ok(AppendOutcome::SeqTaken(existing.read()?));
         }
-        let seq = event.seq;
-        let event = LedgerEvent {
-            detail: serde_json::Value::Null,
-            ..event
-        };
-        ledger.insert(seq, StoredEvent { event, detail });
+        ledger.insert(stored.event.seq, stored);
         Ok(AppendOutcome::Appended)
     }
 
@@ -93,6 +82,7 @@ mod tests {
     use super::*;
     use crate::domain::ledger::EventKind;
     use crate::domain::time::Timestamp;
+    use crate::ports::MAX_DETAIL_BYTES;
     use serde_json::json;
 
     fn event(id: &ExecutionId, seq: u64, detail: serde_json::Value) -> LedgerEvent {

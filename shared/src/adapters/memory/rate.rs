@@ -9,13 +9,21 @@ use crate::domain::rate::{
     decision_for, window_expiry, window_of, RateDecision, MAX_HORIZON_MINUTES,
 };
 use crate::domain::time::Timestamp;
-use crate::error::StoreError;
-use crate::ports::{RateLimiter, StoreResult};
+use crate::ports::{check_rate_limit, RateLimiter, StoreResult};
+
+/// Deliveries counted per (source, minute window).
+pub(super) type Windows = HashMap<(SourceId, i64), u32>;
+
+/// Drops the windows past their TTL at `now`, as DynamoDB's reaper removes their items.
+pub(super) fn prune(windows: &mut Windows, now: Timestamp) {
+    let now_secs = now.epoch_secs();
+    windows.retain(|(_, window), _| window_expiry(*window) >= now_secs);
+}
 
 /// Deliveries counted per (source, minute window).
 #[derive(Debug, Clone, Default)]
 pub struct MemoryRateLimiter {
-    windows: Arc<Mutex<HashMap<(SourceId, i64), u32>>>,
+    pub(super) windows: Arc<Mutex<Windows>>,
 }
 
 impl MemoryRateLimiter {
@@ -33,17 +41,10 @@ impl RateLimiter for MemoryRateLimiter {
         now: Timestamp,
     ) -> StoreResult<RateDecision> {
         let limit = limit_per_minute;
-        if limit == 0 {
-            return Err(StoreError::InvalidInput {
-                operation: "rate.register",
-                detail: "limit_per_minute must be at least 1".into(),
-            });
-        }
+        check_rate_limit("rate.register", limit)?;
         let current = window_of(now);
         let mut windows = lock(&self.windows);
-        // Windows past their TTL go, as DynamoDB's reaper removes their items.
-        let now_secs = now.epoch_secs();
-        windows.retain(|(_, window), _| window_expiry(*window) >= now_secs);
+        prune(&mut windows, now);
         for window in current..=current + MAX_HORIZON_MINUTES {
             let count = windows.entry((source.clone(), window)).or_insert(0);
             if *count < limit {
@@ -61,6 +62,7 @@ impl RateLimiter for MemoryRateLimiter {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::StoreError;
 
     #[tokio::test]
     async fn over_the_limit_spills_into_later_windows_then_parks_at_the_horizon() {
