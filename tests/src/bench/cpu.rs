@@ -67,7 +67,7 @@ async fn measure(
         ..ManifestSpec::default()
     };
     let setup = Setup::new(spec.yaml(&format!("http://127.0.0.1:{port}")))
-        .setting("REPO_PIPELINE_CONCURRENCY_LIMIT", "100000");
+        .setting("REPO_PIPELINE_CONCURRENCY_LIMIT", "10000");
     let secret = format!("bench-{}", ulid::Ulid::new());
     let (app, _) = build_app(
         AwsBackend::new(dynamodb, sqs, &table, &queue_url),

@@ -305,7 +305,13 @@ fn goals(
 }
 
 fn ops(u: Option<&Value>) -> String {
-    match u.and_then(|u| u["by_operation"].as_object()) {
+    u.map(|u| ops_map(&u["by_operation"]))
+        .unwrap_or_else(|| "not measured".into())
+}
+
+/// `{"dynamodb:PutItem": 2}` as `dynamodb:PutItem 2`.
+fn ops_map(map: &Value) -> String {
+    match map.as_object() {
         Some(map) if !map.is_empty() => map
             .iter()
             .map(|(k, v)| format!("{k} {v}"))
@@ -737,8 +743,8 @@ fn contention_section(w: &mut String, contention: Option<&Value>) {
     };
     line(w, c["what"].as_str().unwrap_or(""));
     line(w, "");
-    line(w, "| item | concurrency | seconds | pairs done | pairs/s | deferred or full | write requests/s |");
-    line(w, "|---|---|---|---|---|---|---|");
+    line(w, "| item | concurrency | seconds | pairs done | pairs/s | full | failed | DynamoDB requests | requests/s | requests per pair |");
+    line(w, "|---|---|---|---|---|---|---|---|---|---|");
     for (label, key) in [
         ("one connector: admit + settle", "connector"),
         ("one semaphore: acquire + release", "semaphore"),
@@ -746,13 +752,24 @@ fn contention_section(w: &mut String, contention: Option<&Value>) {
         let s = &c[key];
         let _ = writeln!(
             w,
-            "| {label} | {} | {} | {} | {} | {} | {} |",
+            "| {label} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             s["concurrency"],
             fmt(f(&s["seconds"]), 1),
             s["pairs"],
             fmt(f(&s["pairs_per_sec"]), 0),
             s["refused"],
-            fmt(f(&s["requests_per_sec"]), 0)
+            s["errors"],
+            ops_map(&s["requests"]),
+            fmt(f(&s["requests_per_sec"]), 0),
+            fmt(
+                ratio(
+                    s["requests"]
+                        .as_object()
+                        .map(|m| m.values().filter_map(Value::as_f64).sum()),
+                    f(&s["pairs"])
+                ),
+                2
+            ),
         );
     }
     line(w, "");
