@@ -11,7 +11,8 @@
 # JSON files go to ${SLUICE_BENCH_OUT:-$SLUICE_CACHE/bench/last}. Not part of the test command.
 # Exits non-zero if any phase failed or a part is missing (the report then says "not measured").
 # Knobs (environment): BENCH_COLD_RUNS (25), BENCH_CONCURRENCY (32), BENCH_COUNT (20000),
-# BENCH_SECONDS (20), BENCH_CPU_EVENTS (300), BENCH_CONTENTION_SECONDS (10).
+# BENCH_SECONDS (20), BENCH_CPU_EVENTS (300), BENCH_CONTENTION_SECONDS (10), SLUICE_POWERTOOLS_RUN
+# (infra/bench/powertools/run.sh); see docs/configuration.md.
 set -euo pipefail
 exec </dev/null
 export LC_NUMERIC=C
@@ -86,9 +87,16 @@ build() {
 
 bench() { "$REL/sluice-bench" "$@" --out "$OUT" >"$OUT/$1.log"; }
 
+# The Powertools reference (its own venv, made by its run.sh). SLUICE_POWERTOOLS_RUN points at
+# another copy of run.sh (e.g. a branch's worktree before it is merged).
 powertools() {
+  local run="${SLUICE_POWERTOOLS_RUN:-infra/bench/powertools/run.sh}"
   rm -f "$OUT/powertools.json"
-  bash infra/bench/powertools/run.sh "$OUT/powertools.json"
+  [[ -f "$run" ]] || {
+    echo "$run not found: the Powertools rows will say \"not measured\"" >&2
+    return 1
+  }
+  bash "$run" "$OUT/powertools.json"
 }
 
 coldstart() {
