@@ -10,7 +10,7 @@
 #   4. renders docs/benchmarks.md from the JSON files, and prints the phase times
 # JSON files go to ${SLUICE_BENCH_OUT:-$SLUICE_CACHE/bench/last}. Not part of the test command.
 # Exits non-zero if any phase failed or a part is missing (the report then says "not measured").
-# Knobs (environment): BENCH_COLD_RUNS (25), BENCH_CONCURRENCY (32), BENCH_COUNT (20000),
+# Knobs (environment): BENCH_COLD_RUNS (25), BENCH_CONCURRENCY (32), BENCH_COUNT (100000),
 # BENCH_SECONDS (20), BENCH_CPU_EVENTS (300), BENCH_CONTENTION_SECONDS (10), SLUICE_POWERTOOLS_RUN
 # (infra/bench/powertools/run.sh); see docs/configuration.md.
 set -euo pipefail
@@ -108,7 +108,7 @@ coldstart() {
 
 throughput() {
   bench throughput --sluice-local "$REL/sluice-local" --hello "$REL/bench-hello-http" \
-    --concurrency "${BENCH_CONCURRENCY:-32}" --count "${BENCH_COUNT:-20000}" \
+    --concurrency "${BENCH_CONCURRENCY:-32}" --count "${BENCH_COUNT:-100000}" \
     --seconds "${BENCH_SECONDS:-20}"
 }
 

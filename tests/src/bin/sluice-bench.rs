@@ -107,7 +107,7 @@ async fn run(command: &str, argv: impl Iterator<Item = String>) -> Result<i32, S
             };
             let load = throughput::Load {
                 concurrency: args.number("concurrency", 32)?,
-                count: args.number("count", 20_000)?,
+                count: args.number("count", 100_000)?,
                 max_duration: Duration::from_secs(args.number("seconds", 20)?),
                 warmup: args.number("warmup", 500)?,
             };
