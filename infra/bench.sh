@@ -25,10 +25,11 @@ export SLUICE_ENGINES_RUN_DIR="$SLUICE_CACHE/engines/run/bench-$$"
 OUT="${SLUICE_BENCH_OUT:-$SLUICE_CACHE/bench/last}"
 REL="$CARGO_TARGET_DIR/release"
 LAMBDA="$CARGO_TARGET_DIR/lambda"
+# Every phase's time also goes to this file, which the report shows.
+PHASES_FILE="$OUT/phases.txt"
 
-now() { printf '%s' "${EPOCHREALTIME:-$SECONDS}"; }
-phases=()
-failed=()
+# shellcheck source=infra/phases.sh
+source "$ROOT/infra/phases.sh"
 engines_started=0
 started_at="$(now)"
 
@@ -54,23 +55,6 @@ finish() {
 trap finish EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
-
-# run_phase NAME COMMAND...: runs COMMAND, records its time and result (in phases.txt too,
-# which the report shows).
-run_phase() {
-  local name="$1" start end result=ok
-  shift
-  printf '\n==> %s: %s\n' "$name" "$*"
-  start="$(now)"
-  "$@" || result=FAILED
-  end="$(now)"
-  phases+=("$(printf '%-10s %7.1fs  %s' "$name" "$(echo "$end - $start" | awk '{print $1 - $3}')" "$result")")
-  printf '%s\n' "${phases[-1]}" >>"$OUT/phases.txt"
-  if [[ "$result" != ok ]]; then
-    failed+=("$name")
-    return 1
-  fi
-}
 
 start_engines() {
   engines_started=1
