@@ -18,9 +18,8 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$SLUICE_CACHE/target}"
 # A run dir of its own, so that parallel runs on one machine never stop each other's engines.
 export SLUICE_ENGINES_RUN_DIR="$SLUICE_CACHE/engines/run/test-$$"
 
-now() { printf '%s' "${EPOCHREALTIME:-$SECONDS}"; }
-phases=()
-failed=()
+# shellcheck source=infra/phases.sh
+source "$ROOT/infra/phases.sh"
 engines_started=0
 
 finish() {
@@ -50,21 +49,6 @@ finish() {
 trap finish EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
-
-# run_phase NAME COMMAND...: runs COMMAND, records its time and result.
-run_phase() {
-  local name="$1" start end result=ok
-  shift
-  printf '\n==> %s: %s\n' "$name" "$*"
-  start="$(now)"
-  "$@" || result=FAILED
-  end="$(now)"
-  phases+=("$(printf '%-9s %7.1fs  %s' "$name" "$(echo "$end - $start" | awk '{print $1 - $3}')" "$result")")
-  if [[ "$result" != ok ]]; then
-    failed+=("$name")
-    return 1
-  fi
-}
 
 require_toolchain() {
   command -v cargo >/dev/null 2>&1 || {

@@ -1,6 +1,8 @@
 //! Cross-crate suites for Sluice: the engine harness, one contract suite per port (run on the
-//! memory adapters and on real engines), and the race suites.
+//! memory adapters and on real engines), the race suites, and the benchmark harness
+//! (`sluice-bench`, with exact AWS request counting).
 
+pub mod bench;
 pub mod contract;
 pub mod counting;
 pub mod e2e;

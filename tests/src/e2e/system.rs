@@ -202,6 +202,43 @@ impl Setup {
     }
 }
 
+/// The App of a [`System`] on `backend` (whose table is `table`): the setup's manifest and
+/// settings, `secret` as the source's signing secret. Returns the settings applied too.
+pub fn build_app(
+    backend: AwsBackend,
+    setup: &Setup,
+    table: &str,
+    secret: &str,
+) -> (App<AwsBackend, HttpToolClient>, Vec<(String, String)>) {
+    let mut settings = setup.all_settings();
+    settings.push(("SLUICE_TABLE_NAME".into(), table.to_owned()));
+    settings.push((SECRET_ENV.into(), secret.to_owned()));
+    let lookup: HashMap<String, String> = settings.iter().cloned().collect();
+    let config = ReliabilityConfig::from_lookup(|name| lookup.get(name).cloned())
+        .expect("test settings are valid");
+    let manifest =
+        Manifest::parse(&setup.manifest_yaml, "e2e.yaml").expect("the test manifest is valid");
+    let secrets = manifest
+        .secrets(|name| lookup.get(name).cloned())
+        .expect("the test manifest's secrets are set");
+    let app = App::new(
+        backend,
+        HttpToolClient::new(),
+        setup.clock.clone(),
+        manifest,
+        secrets,
+        config,
+    )
+    .with_emf(EmfSink::Memory(Default::default()))
+    // ALERT_* from the settings; loopback http allowed, as in the local run.
+    .with_alerts(
+        AlertConfig::from_lookup(|name| lookup.get(name).cloned(), true)
+            .expect("the test's alert settings are valid"),
+    )
+    .expect("an alert HTTP client");
+    (app, settings)
+}
+
 /// A running system. Dropping it stops the server and the executor loops.
 pub struct System {
     pub app: App<AwsBackend, HttpToolClient>,
@@ -241,32 +278,8 @@ impl System {
         let (dynamodb, table) = engines::fresh_table(Engine::Ministack).await;
         let (sqs, queue_url, _dlq) = engines::fresh_queue().await;
         let secret = format!("e2e-{}", ulid::Ulid::new());
-        let mut settings = setup.all_settings();
-        settings.push(("SLUICE_TABLE_NAME".into(), table.clone()));
-        settings.push((SECRET_ENV.into(), secret.clone()));
-        let lookup: HashMap<String, String> = settings.iter().cloned().collect();
-        let config = ReliabilityConfig::from_lookup(|name| lookup.get(name).cloned())
-            .expect("test settings are valid");
-        let manifest =
-            Manifest::parse(&setup.manifest_yaml, "e2e.yaml").expect("the test manifest is valid");
-        let secrets = manifest
-            .secrets(|name| lookup.get(name).cloned())
-            .expect("the test manifest's secrets are set");
-        let app = App::new(
-            AwsBackend::new(dynamodb, sqs, &table, &queue_url),
-            HttpToolClient::new(),
-            setup.clock.clone(),
-            manifest,
-            secrets,
-            config,
-        )
-        .with_emf(EmfSink::Memory(Default::default()))
-        // ALERT_* from the settings; loopback http allowed, as in the local run.
-        .with_alerts(
-            AlertConfig::from_lookup(|name| lookup.get(name).cloned(), true)
-                .expect("the test's alert settings are valid"),
-        )
-        .expect("an alert HTTP client");
+        let backend = AwsBackend::new(dynamodb, sqs, &table, &queue_url);
+        let (app, settings) = build_app(backend, &setup, &table, &secret);
         let auth = DevAuth::generate();
         let router = sluice_local::router(app.clone(), auth.clone());
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
