@@ -23,6 +23,7 @@ use sluice::ports::{Backend, ReceivedMessage, StageQueue};
 use sluice::usecases::{execute, intake};
 
 use super::stats::{round3, Summary};
+use super::Process;
 use crate::e2e::system::build_app;
 use crate::e2e::{ManifestSpec, Setup};
 use crate::engines::{self, Engine};
@@ -38,17 +39,16 @@ pub async fn run(
     repetitions: usize,
 ) -> Result<Value, String> {
     let port = super::free_port().map_err(|e| e.to_string())?;
-    let mut connector = Command::new(hello)
-        .arg(port.to_string())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .map_err(|e| format!("starting {}: {e}", hello.display()))?;
-    let result = measure(out, port, events, repetitions).await;
-    let _ = connector.kill();
-    let _ = connector.wait();
-    result
+    let _connector = Process(
+        Command::new(hello)
+            .arg(port.to_string())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("starting {}: {e}", hello.display()))?,
+    );
+    measure(out, port, events, repetitions).await
 }
 
 async fn measure(

@@ -77,6 +77,18 @@ pub fn webhook_request(secret: &str, delivery_id: &str, payload: &Value) -> Edge
     }
 }
 
+/// A child process (a server the benchmark started), killed when dropped: also when a
+/// measurement fails or unwinds.
+#[derive(Debug)]
+pub struct Process(pub std::process::Child);
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// A free TCP port on 127.0.0.1 (bound, read, released: a child process binds it next).
 pub fn free_port() -> std::io::Result<u16> {
     Ok(std::net::TcpListener::bind(("127.0.0.1", 0))?

@@ -446,9 +446,10 @@ fn with_transaction_items(
     sdk: aws_config::SdkConfig,
     items: &Arc<AtomicU64>,
 ) -> aws_config::SdkConfig {
-    let Some(inner) = sdk.http_client() else {
-        return sdk;
-    };
+    // The counting config's own client when it has one (requests then pass both wrappers).
+    let inner = sdk
+        .http_client()
+        .unwrap_or_else(|| aws_smithy_http_client::Builder::new().build_http());
     sdk.into_builder()
         .http_client(TransactionItems {
             inner,

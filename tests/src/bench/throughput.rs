@@ -9,7 +9,7 @@
 //! demo connector in the same process while the intake is measured, as they would for a user.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use super::stats::Summary;
+use super::Process;
 use crate::e2e::system::SECRET_ENV;
 use crate::e2e::ManifestSpec;
 
@@ -46,17 +47,6 @@ struct Request {
     body: Vec<u8>,
     delivery: String,
     signature: String,
-}
-
-struct Server {
-    child: Child,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// The result of one load run.
@@ -150,7 +140,7 @@ async fn load(url: &str, requests: Arc<Vec<Request>>, load: Load, timed: bool) -
     outcome
 }
 
-fn start(path: &Path, args: &[String], env: &[(&str, String)]) -> Result<Server, String> {
+fn start(path: &Path, args: &[String], env: &[(&str, String)]) -> Result<Process, String> {
     let child = Command::new(path)
         .args(args)
         .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
@@ -159,13 +149,13 @@ fn start(path: &Path, args: &[String], env: &[(&str, String)]) -> Result<Server,
         .stderr(Stdio::null())
         .spawn()
         .map_err(|e| format!("starting {}: {e}", path.display()))?;
-    Ok(Server { child })
+    Ok(Process(child))
 }
 
 /// Warms up, then measures one server; its JSON.
 async fn measure(
     name: &str,
-    server: &Server,
+    server: &Process,
     port: u16,
     path: &str,
     secret: &str,
@@ -185,7 +175,7 @@ async fn measure(
         return Err(format!("{name}: warm-up answers {:?}", warm.statuses));
     }
     let batch = Arc::new(requests(secret, first + cfg.warmup as u64, cfg.count));
-    let pid = server.child.id().to_string();
+    let pid = server.0.id().to_string();
     let cpu_before = super::proc_cpu_ms(&pid).unwrap_or(f64::NAN);
     let outcome = load(&url, batch, cfg, true).await;
     let cpu_ms = super::proc_cpu_ms(&pid).unwrap_or(f64::NAN) - cpu_before;
@@ -211,6 +201,7 @@ pub async fn run(out: &Path, servers: &Servers, cfg: Load) -> Result<Value, Stri
     let hello_json = measure("hello", &hello, port, "/webhooks/gh", &secret, cfg, 0).await?;
     drop(hello);
 
+    std::fs::create_dir_all(out).map_err(|e| format!("creating {}: {e}", out.display()))?;
     let manifest = out.join("throughput-manifest.yaml");
     let spec = ManifestSpec {
         rate_limit_per_minute: 1_000_000,
