@@ -132,7 +132,7 @@ async fn call(app: &App<MemoryBackend, NoTools>, name: &str) -> (u16, Value) {
     (status, body)
 }
 
-const AUTHORIZED: [&str; 10] = [
+const AUTHORIZED: [&str; 12] = [
     "replay_list_executions.json",
     "replay_get_execution.json",
     "replay_replay_execution.json",
@@ -142,6 +142,8 @@ const AUTHORIZED: [&str; 10] = [
     "replay_delete_connector_switch.json",
     "replay_put_tool_switch.json",
     "replay_put_tenant_switch.json",
+    "replay_get_reliability.json",
+    "replay_list_alert_dead_letters.json",
     "replay_no_authorizer.json",
 ];
 
@@ -364,4 +366,24 @@ async fn connector_and_kill_switch_events() {
     assert_eq!(body, json!({"cleared": true, "key": "connector#demo"}));
     let (status, body) = call(&app, "replay_delete_connector_switch.json").await;
     assert_eq!((status, &body["error"]["code"]), (404, &json!("not_found")));
+}
+
+#[tokio::test]
+async fn reliability_and_dead_letter_events() {
+    let app = app().await;
+    let (status, body) = call(&app, "replay_get_reliability.json").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["tenant"], "demo");
+    assert_eq!(
+        (&body["total_runs"], &body["in_progress_runs"]),
+        (&json!(1), &json!(1))
+    );
+    assert_eq!(body["failure_rate"], Value::Null, "no run has finished");
+    assert_eq!(body["slo"]["all_met"], true);
+    assert_eq!(body["alarms"]["source"], "off");
+    assert_eq!(body["alerts"]["enabled"], false);
+    assert_eq!(body["breakers"][0]["state"], "CLOSED");
+
+    let (status, body) = call(&app, "replay_list_alert_dead_letters.json").await;
+    assert_eq!((status, &body), (200, &json!({"items": []})));
 }
