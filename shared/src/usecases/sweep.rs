@@ -251,14 +251,7 @@ async fn requeue<B: Backend, T: ToolClient>(
         release_lease: true,
         ..ExecutionChange::default()
     };
-    let outcome = app
-        .backend
-        .executions()
-        .update(&record.id, record.version, change, app.clock.now())
-        .await
-        .map_err(step("execution.update"))?;
-    let UpdateOutcome::Updated(updated) = outcome else {
-        log_moved_on(&record, action);
+    let Some(updated) = claim(app, &record, change, action).await? else {
         return Ok(false);
     };
     let detail = json!({
@@ -291,14 +284,7 @@ async fn queue_received<B: Backend, T: ToolClient>(
         status: Some(ExecutionStatus::Queued),
         ..ExecutionChange::default()
     };
-    let outcome = app
-        .backend
-        .executions()
-        .update(&record.id, record.version, change, app.clock.now())
-        .await
-        .map_err(step("execution.update"))?;
-    let UpdateOutcome::Updated(updated) = outcome else {
-        log_moved_on(&record, action);
+    let Some(updated) = claim(app, &record, change, action).await? else {
         return Ok(false);
     };
     let detail = json!({
@@ -309,6 +295,29 @@ async fn queue_received<B: Backend, T: ToolClient>(
     append(app, &updated, action.kind(), detail).await?;
     log_action(&updated, action);
     Ok(true)
+}
+
+/// Applies `change` under the version the sweep read: the write that claims the recovery.
+/// `None` (logged) if the execution moved on since it was read.
+async fn claim<B: Backend, T: ToolClient>(
+    app: &App<B, T>,
+    record: &ExecutionRecord,
+    change: ExecutionChange,
+    action: Action,
+) -> Result<Option<ExecutionRecord>, StepError> {
+    let outcome = app
+        .backend
+        .executions()
+        .update(&record.id, record.version, change, app.clock.now())
+        .await
+        .map_err(step("execution.update"))?;
+    match outcome {
+        UpdateOutcome::Updated(updated) => Ok(Some(updated)),
+        _ => {
+            log_moved_on(record, action);
+            Ok(None)
+        }
+    }
 }
 
 fn log_action(record: &ExecutionRecord, action: Action) {
