@@ -95,6 +95,13 @@ pub trait ExecutionStore: Send + Sync {
     /// A tenant's executions, newest first (by `created_at`), optionally of one status, at most
     /// `limit` (1..=[`MAX_PAGE`]) per page. A cursor that this store did not hand out is
     /// `StoreError::InvalidInput`. (DynamoDB: a query of GSI `gsi1`.)
+    ///
+    /// Bounded: one call evaluates at most [`MAX_LIST_EVALUATED`] of the tenant's executions
+    /// (from the cursor on, newest first), matching or not. When it stops at that bound before
+    /// the page is full, the page holds fewer than `limit` items (possibly none) and a
+    /// `next_cursor` that resumes right after the last execution evaluated (even when that
+    /// was the tenant's oldest: the next call then answers an empty last page). A caller walks
+    /// the cursor until it is `None`, and the walk yields every match once.
     fn list(
         &self,
         tenant: &TenantId,
@@ -124,6 +131,11 @@ pub struct ExecutionPage {
 
 /// The longest page [`ExecutionStore::list`] returns.
 pub const MAX_PAGE: u32 = 100;
+
+/// The most executions one [`ExecutionStore::list`] call evaluates (reads from the store,
+/// whether they match its status or not), so a request of a status few executions have never
+/// scans a whole tenant. (DynamoDB: at most 5 `Query` requests of 200 items.)
+pub const MAX_LIST_EVALUATED: u32 = 1000;
 
 /// Refuses a page size outside `1..=MAX_PAGE`, as every [`ExecutionStore::list`] must.
 pub fn check_page_limit(operation: &'static str, limit: u32) -> StoreResult<()> {

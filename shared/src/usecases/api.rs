@@ -9,7 +9,7 @@
 //! | GET | `/health` (no token) | `{"status": "ok" or "degraded", "time_ms", "version", "sources", "connectors", "pipelines", "breakers", "alarms", "alerts"}` |
 //! | GET | `/v1/reliability` | the caller's tenant's [`ReliabilitySummary`](super::reliability::ReliabilitySummary) |
 //! | GET | `/v1/alerts/dead-letters?limit=` | `{"items": [dead letter]}`, newest first: the caller's tenant's and those of no tenant (breaker alerts); limit 1..=1000, default 100 |
-//! | GET | `/v1/executions?status=&limit=&cursor=` | `{"items": [execution], "next_cursor"}` |
+//! | GET | `/v1/executions?status=&limit=&cursor=` | `{"items": [execution], "next_cursor"}`, newest first; limit 1..=100, default 20 (bounded: see below) |
 //! | GET | `/v1/executions/{id}` | `{"execution", "ledger": [event]}` |
 //! | POST | `/v1/executions/{id}/replay` | 202 `{"execution_id", "replay_of", "status", "stage", "not_before_ms"?, "delay_seconds"?}` |
 //! | GET | `/v1/connectors/{id}` | `{"connector", "breaker", "in_flight", "limit", "limit_override", "switches"}` |
@@ -23,6 +23,13 @@
 //! tenant from `custom:tenant_id`, the actor from `sub`. A tenant or actor named in the body or
 //! the query is ignored. Every `/v1` route without claims answers 401; another tenant's
 //! execution answers exactly as a missing one (404), so existence is never revealed.
+//!
+//! Bounded reads: every request does a bounded amount of store work. `GET /v1/executions`
+//! evaluates at most [`MAX_LIST_EVALUATED`](crate::ports::MAX_LIST_EVALUATED) (1,000) of the
+//! tenant's executions per request,
+//! from the cursor on, whether they match `status` or not (DynamoDB: at most 5 `Query`
+//! requests). A status few executions have may answer fewer items than `limit`, even none,
+//! with a `next_cursor`: walk the cursor until it is `null` to see every match, each once.
 //!
 //! Every instant in a response is an integer of epoch milliseconds in a field whose name ends in
 //! `_ms`.
@@ -1597,6 +1604,38 @@ pipelines:
         assert!(item["not_before_ms"].is_null());
         assert_eq!(item["created_at_ms"], T0 + 5_000);
         assert_eq!(item["updated_at_ms"], T0 + 5_000);
+    }
+
+    #[tokio::test]
+    async fn list_by_a_rare_status_answers_an_empty_page_and_a_cursor_at_the_bound() {
+        let f = fixture();
+        let blocked = f.seed("acme", "old", ExecutionStatus::Blocked).await;
+        f.clock.advance_secs(1);
+        for i in 0..crate::ports::MAX_LIST_EVALUATED {
+            f.seed("acme", &format!("r{i}"), ExecutionStatus::Running)
+                .await;
+        }
+        let path = "/v1/executions?status=blocked&limit=5";
+        let r = f.call("GET", path, Some("acme"), Value::Null).await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        assert_eq!(r.body["items"], json!([]));
+        let cursor = r.body["next_cursor"].as_str().expect("a cursor").to_owned();
+        let r = f
+            .call(
+                "GET",
+                &format!("{path}&cursor={cursor}"),
+                Some("acme"),
+                Value::Null,
+            )
+            .await;
+        let ids: Vec<&str> = r.body["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["id"].as_str().unwrap())
+            .collect();
+        assert_eq!(ids, [blocked.id.as_str()]);
+        assert!(r.body["next_cursor"].is_null());
     }
 
     #[tokio::test]

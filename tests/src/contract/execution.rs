@@ -1,10 +1,14 @@
 //! Contract of [`ExecutionStore`]: one record per id, forward-only versioned updates, leases
 //! ([`run`]); a tenant's executions page by page and the sweeper's stale view
-//! ([`run_listing`]).
+//! ([`run_listing`]); a listing by status that evaluates at most [`MAX_LIST_EVALUATED`]
+//! executions per call and still finds every match by its cursor ([`walk_status`], with
+//! [`run_bounded_listing`] and `tests/tests/bounded_list.rs`).
 
 use std::fmt::Debug;
 use std::future::Future;
 use std::time::{Duration, Instant};
+
+use futures::StreamExt;
 
 use sluice::domain::execution::{
     CreateOutcome, ExecutionChange, ExecutionRecord, ExecutionStatus as S, LeaseOutcome,
@@ -12,7 +16,7 @@ use sluice::domain::execution::{
 };
 use sluice::domain::ids::{ExecutionId, HolderId, TenantId};
 use sluice::domain::time::Timestamp;
-use sluice::ports::{ExecutionPage, ExecutionStore, MAX_PAGE};
+use sluice::ports::{ExecutionPage, ExecutionStore, MAX_LIST_EVALUATED, MAX_PAGE};
 use sluice::StoreError;
 
 use super::t0;
@@ -237,7 +241,7 @@ fn new_random(tenant: &str, n: u32) -> NewExecution {
 
 /// Reads with `read` until `done` holds for the answer or [`INDEX_SETTLE`] has passed;
 /// returns the last answer (the caller asserts on it).
-async fn settled<T, F, Fut>(mut read: F, done: impl Fn(&T) -> bool) -> T
+pub async fn settled<T, F, Fut>(mut read: F, done: impl Fn(&T) -> bool) -> T
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = T>,
@@ -539,6 +543,140 @@ pub async fn run_listing<St: ExecutionStore>(store: &St) {
         10,
         None,
         &[&a[4], &a[3], &a[2], &a[1], &a[0]],
+        false,
+    )
+    .await;
+}
+
+/// What a cursor walk of one status saw: the ids in the order found, and each call's page.
+#[derive(Debug)]
+pub struct Walk {
+    pub ids: Vec<ExecutionId>,
+    /// Items per call, in order.
+    pub page_sizes: Vec<usize>,
+}
+
+/// Walks `tenant`'s executions of `status` by cursor, `limit` per page, from the newest, until
+/// no cursor is handed out; `before_each` runs before every call (a request counter's reset),
+/// `after_each` after it (where a caller asserts on what one call cost). Asserts that no page
+/// is longer than `limit`, that every item has `status` and `tenant`, and that the walk ends
+/// within `max_calls` calls.
+pub async fn walk_status<St: ExecutionStore>(
+    store: &St,
+    tenant: &TenantId,
+    status: S,
+    limit: u32,
+    max_calls: usize,
+    mut before_each: impl FnMut(),
+    mut after_each: impl FnMut(usize),
+) -> Walk {
+    let mut walk = Walk {
+        ids: Vec::new(),
+        page_sizes: Vec::new(),
+    };
+    let mut cursor: Option<String> = None;
+    loop {
+        assert!(
+            walk.page_sizes.len() < max_calls,
+            "the walk of {status:?} did not end within {max_calls} calls: {:?}",
+            walk.page_sizes
+        );
+        before_each();
+        let page = store
+            .list(tenant, Some(status), limit, cursor.as_deref())
+            .await
+            .expect("list");
+        after_each(walk.page_sizes.len());
+        assert!(page.items.len() <= limit as usize, "a page over the limit");
+        for r in &page.items {
+            assert_eq!((&r.tenant, r.status), (tenant, status), "{r:?}");
+        }
+        walk.page_sizes.push(page.items.len());
+        walk.ids.extend(page.items.into_iter().map(|r| r.id));
+        match page.next_cursor {
+            Some(next) => cursor = Some(next),
+            None => return walk,
+        }
+    }
+}
+
+/// Asserts that `walk` found exactly `expected` (newest first), each once.
+pub fn assert_found_exactly(walk: &Walk, expected: &[ExecutionId]) {
+    let mut unique = walk.ids.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), walk.ids.len(), "duplicates in {:?}", walk.ids);
+    assert_eq!(walk.ids, expected, "the walk's ids, newest first");
+}
+
+/// Runs the bounded listing contract on an empty store: 2,500 executions of one tenant (2.5
+/// times [`MAX_LIST_EVALUATED`]), 3 of them BLOCKED (the newest, one in the middle, the
+/// oldest), 40 RUNNING among the newest, 1 QUEUED among the oldest. A walk of BLOCKED takes 3
+/// calls and finds exactly the 3; pages cut by the bound are short (even empty) and say where
+/// to resume; a walk of RUNNING fills its pages while matches last.
+pub async fn run_bounded_listing<St: ExecutionStore>(store: &St) {
+    const TOTAL: u32 = 2_500;
+    let t = t0();
+    let tenant = id!(TenantId, "bulk");
+    // 16 creates at a time: a real engine takes a while for 2,500.
+    let ids: Vec<ExecutionId> = futures::stream::iter(0..TOTAL)
+        .map(|i| create_at(store, new_random("bulk", i), t.plus_millis(i64::from(i))))
+        .buffered(16)
+        .collect()
+        .await;
+    // Another tenant's blocked execution is never seen.
+    let other = create_at(store, new_random("other", 0), t).await;
+    change_at(store, &other, status(S::Blocked), t).await;
+    // ids[i] was created at t + i ms: newest first is ids reversed.
+    let blocked = [TOTAL - 1, TOTAL / 2, 0];
+    // The walk crosses the bound twice.
+    const { assert!(TOTAL > 2 * MAX_LIST_EVALUATED) };
+    for &i in &blocked {
+        change_at(store, &ids[i as usize], status(S::Blocked), t).await;
+    }
+    for i in TOTAL - 45..TOTAL - 5 {
+        change_at(store, &ids[i as usize], status(S::Running), t).await;
+    }
+    let expected: Vec<ExecutionId> = blocked.iter().map(|&i| ids[i as usize].clone()).collect();
+    let walk = settled(
+        || walk_status(store, &tenant, S::Blocked, 10, 10, || {}, |_| {}),
+        |w| w.ids == expected,
+    )
+    .await;
+    assert_found_exactly(&walk, &expected);
+    let calls = TOTAL.div_ceil(MAX_LIST_EVALUATED) as usize;
+    assert_eq!(walk.page_sizes.len(), calls, "{:?}", walk.page_sizes);
+    // The first call sees the newest 1,000 (ids[2499] among them), the second the next 1,000
+    // (ids[1250] among them), the third the last 500 (ids[0]).
+    assert_eq!(walk.page_sizes, [1, 1, 1]);
+
+    // Within the bound, pages fill as before: 40 RUNNING in pages of 15.
+    let running: Vec<ExecutionId> = (TOTAL - 45..TOTAL - 5)
+        .rev()
+        .map(|i| ids[i as usize].clone())
+        .collect();
+    let walk = settled(
+        || walk_status(store, &tenant, S::Running, 15, 10, || {}, |_| {}),
+        |w| w.ids == running,
+    )
+    .await;
+    assert_found_exactly(&walk, &running);
+    // The third call finds the last 10, then evaluates up to the bound (past the running ones):
+    // the rest of the walk is empty pages until the tenant's oldest.
+    assert_eq!(walk.page_sizes, [15, 15, 10, 0, 0]);
+
+    // A status whose one match is among the oldest: two empty pages with a cursor, then it.
+    change_at(store, &ids[100], status(S::Queued), t).await;
+    let c = expect_page(store, &tenant, Some(S::Queued), 10, None, &[], true).await;
+    let c = expect_page(store, &tenant, Some(S::Queued), 10, c.as_deref(), &[], true).await;
+    let queued = [&ids[100]];
+    expect_page(
+        store,
+        &tenant,
+        Some(S::Queued),
+        10,
+        c.as_deref(),
+        &queued,
         false,
     )
     .await;

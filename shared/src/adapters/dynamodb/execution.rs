@@ -4,7 +4,8 @@
 //!
 //! Two global secondary indexes serve the reads that are not by id:
 //! - `gsi1` (`TENANT#{tenant}` / `{created_at:013}#{id}`, written once at create): a tenant's
-//!   executions, newest first ([`ExecutionStore::list`]; a status is a filter).
+//!   executions, newest first ([`ExecutionStore::list`]; a status is a filter, and one call
+//!   evaluates at most [`MAX_LIST_EVALUATED`] items, then answers a cursor).
 //! - `gsi2`, sparse (`STATUS#{status}` / `{updated_at:013}#{id}`): unfinished executions by
 //!   status and last write ([`ExecutionStore::stale`]). Every write keeps it in step in the
 //!   same request: create and lease set the sort key, an update sets both keys, or removes
@@ -30,7 +31,9 @@ use crate::domain::execution::{
 use crate::domain::ids::{ExecutionId, HolderId, PipelineName, RunKey, SourceId, TenantId};
 use crate::domain::time::Timestamp;
 use crate::error::StoreError;
-use crate::ports::{check_page_limit, ExecutionPage, ExecutionStore, StoreResult};
+use crate::ports::{
+    check_page_limit, ExecutionPage, ExecutionStore, StoreResult, MAX_LIST_EVALUATED,
+};
 
 /// Items a filtered [`ExecutionStore::list`] evaluates per `Query` request by default
 /// (DynamoDB's `Limit` counts items before the filter, so a page of one status may take
@@ -432,10 +435,15 @@ impl ExecutionStore for DynamoExecutionStore {
             .ok_or_else(|| AdapterError::InconsistentCondition.transient(OP))
     }
 
-    /// One `Query` of `gsi1` (`gsi1pk = TENANT#{tenant}`, descending, and `gsi1sk <` the
+    /// `Query` requests of `gsi1` (`gsi1pk = TENANT#{tenant}`, descending, and `gsi1sk <` the
     /// cursor), continued until `limit + 1` matching items are read (the extra one only tells
-    /// whether another page exists) or the tenant's executions are exhausted. A status is a
-    /// filter. The cursor is the last returned item's `gsi1sk`, `{created_at:013}#{id}`.
+    /// whether another page exists), the tenant's executions are exhausted, or the bound is
+    /// reached: [`MAX_LIST_EVALUATED`] items evaluated, or `ceil(MAX_LIST_EVALUATED / batch)`
+    /// requests (5 with the default batch of 200; the second bound holds even when DynamoDB's
+    /// 1 MB page cuts a request short). A status is a filter, each request evaluating `batch`
+    /// items. The cursor is a `gsi1sk`, `{created_at:013}#{id}`: the last returned item's when
+    /// the page is full, else the last evaluated item's (`LastEvaluatedKey`) when the bound
+    /// stopped the read.
     ///
     /// `gsi1` is eventually consistent: an execution created or changed a moment ago may be
     /// missing or show its previous status. Read one with [`ExecutionStore::get`] to act on it.
@@ -471,27 +479,72 @@ impl ExecutionStore for DynamoExecutionStore {
             let (name, value) = (x.name(STATUS), x.str(s.as_str()));
             x.filter(format!("{name} = {value}"));
         }
-        let options = QueryOptions {
-            descending: true,
-            page_size: Some(if status.is_some() {
-                self.filtered_batch
-            } else {
-                want
-            }),
-            max_items: Some(want as usize),
-            ..QueryOptions::index(GSI1)
+        let batch = if status.is_some() {
+            self.filtered_batch
+        } else {
+            want
         };
-        let items = query_all(&self.client, &self.table, x, options, OP).await?;
-        let mut records = items
-            .into_iter()
-            .map(|item| Self::parse_indexed(OP, item))
-            .collect::<StoreResult<Vec<_>>>()?;
+        let max_requests = MAX_LIST_EVALUATED.div_ceil(batch);
+        let r = x.render();
+        let mut records = Vec::new();
+        let (mut evaluated, mut requests) = (0u32, 0u32);
+        let mut start: Option<Item> = None;
+        // Where a read stopped by the bound resumes: the last evaluated item's gsi1sk.
+        let resume = loop {
+            let page_limit = batch.min(MAX_LIST_EVALUATED - evaluated);
+            let page = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .index_name(GSI1)
+                .set_key_condition_expression(r.condition.clone())
+                .set_filter_expression(r.filter.clone())
+                .set_expression_attribute_names(r.names.clone())
+                .set_expression_attribute_values(r.values.clone())
+                .scan_index_forward(false)
+                .limit(i32::try_from(page_limit).unwrap_or(i32::MAX))
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(|e| store_error(OP, e))?;
+            requests += 1;
+            evaluated += u32::try_from(page.scanned_count.max(0)).unwrap_or(u32::MAX);
+            for item in page.items.unwrap_or_default() {
+                records.push(Self::parse_indexed(OP, item)?);
+                if records.len() >= want as usize {
+                    break;
+                }
+            }
+            if records.len() >= want as usize {
+                break None;
+            }
+            match page.last_evaluated_key {
+                Some(key) if !key.is_empty() => {
+                    if evaluated >= MAX_LIST_EVALUATED || requests >= max_requests {
+                        let sk = key
+                            .get(GSI1SK)
+                            .and_then(|v| v.as_s().ok())
+                            .filter(|sk| keys::parse_time_id(sk).is_some())
+                            .cloned()
+                            .ok_or_else(|| {
+                                corrupt(OP, GSI1, MalformedItem("LastEvaluatedKey without gsi1sk"))
+                            })?;
+                        break Some(sk);
+                    }
+                    start = Some(key);
+                }
+                _ => break None,
+            }
+        };
         let more = records.len() > limit as usize;
         records.truncate(limit as usize);
-        let next_cursor = records
-            .last()
-            .filter(|_| more)
-            .map(|r| keys::gsi1_sk(r.created_at, &r.id));
+        let next_cursor = match resume {
+            Some(sk) => Some(sk),
+            None => records
+                .last()
+                .filter(|_| more)
+                .map(|r| keys::gsi1_sk(r.created_at, &r.id)),
+        };
         Ok(ExecutionPage {
             items: records,
             next_cursor,

@@ -1,5 +1,6 @@
 //! [`MemoryExecutionStore`]: execution records in memory: create-once, leases, versioned
-//! forward-only updates.
+//! forward-only updates, and a listing bounded as the DynamoDB one is (at most
+//! [`MAX_LIST_EVALUATED`] executions evaluated per call).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -12,7 +13,9 @@ use crate::domain::execution::{
 use crate::domain::ids::{ExecutionId, HolderId, TenantId};
 use crate::domain::time::Timestamp;
 use crate::error::StoreError;
-use crate::ports::{check_page_limit, ExecutionPage, ExecutionStore, StoreResult};
+use crate::ports::{
+    check_page_limit, ExecutionPage, ExecutionStore, StoreResult, MAX_LIST_EVALUATED,
+};
 
 /// Execution records keyed by id.
 #[derive(Debug, Clone, Default)]
@@ -112,15 +115,38 @@ impl ExecutionStore for MemoryExecutionStore {
         let records = lock(&self.records);
         let mut mine: Vec<&ExecutionRecord> = records
             .values()
-            .filter(|r| r.tenant == *tenant && status.is_none_or(|s| r.status == s))
+            .filter(|r| r.tenant == *tenant)
             .filter(|r| after.as_ref().is_none_or(|a| sort_key(r) < *a))
             .collect();
         mine.sort_by_key(|r| std::cmp::Reverse(sort_key(r)));
-        let more = mine.len() > limit as usize;
-        mine.truncate(limit as usize);
-        let next_cursor = more.then(|| mine.last().map(|r| cursor_of(r))).flatten();
+        // As the DynamoDB adapter: evaluate at most MAX_LIST_EVALUATED, newest first, and keep
+        // up to limit + 1 matches (the extra one only says that another page exists).
+        let want = limit as usize + 1;
+        let mut found = Vec::new();
+        let mut evaluated = 0usize;
+        for r in &mine {
+            if found.len() >= want || evaluated >= MAX_LIST_EVALUATED as usize {
+                break;
+            }
+            evaluated += 1;
+            if status.is_none_or(|s| r.status == s) {
+                found.push(*r);
+            }
+        }
+        let more = found.len() > limit as usize;
+        found.truncate(limit as usize);
+        let next_cursor = if more {
+            found.last().map(|r| cursor_of(r))
+        } else if evaluated >= MAX_LIST_EVALUATED as usize {
+            // Stopped by the bound: resume after the last execution evaluated. Like DynamoDB's
+            // `LastEvaluatedKey`, also when that one was the tenant's oldest (the next call then
+            // answers an empty last page).
+            Some(cursor_of(mine[evaluated - 1]))
+        } else {
+            None
+        };
         Ok(ExecutionPage {
-            items: mine.into_iter().cloned().collect(),
+            items: found.into_iter().cloned().collect(),
             next_cursor,
         })
     }
