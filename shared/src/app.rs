@@ -12,6 +12,7 @@ use crate::config::ReliabilityConfig;
 use crate::manifest::{Manifest, Secrets};
 use crate::ports::{Backend, ToolClient};
 use crate::telemetry::{EmfSink, Metrics};
+use crate::usecases::reliability::ReadCaches;
 
 /// Everything a use case needs.
 #[derive(Clone)]
@@ -27,6 +28,8 @@ pub struct App<B: Backend, T: ToolClient> {
     pub alerts: Alerter<B::Alerts>,
     /// Alarms the summaries list ([`Alarms::Off`] until [`App::with_alarms`]).
     pub alarms: Alarms,
+    /// The instance's caches of the reliability summaries and the health check.
+    pub caches: Arc<ReadCaches>,
 }
 
 impl<B: Backend, T: ToolClient> App<B, T> {
@@ -67,6 +70,7 @@ impl<B: Backend, T: ToolClient> App<B, T> {
             metrics,
             alerts,
             alarms: Alarms::Off,
+            caches: Arc::default(),
         }
     }
 

@@ -57,7 +57,7 @@ OPTIONS:
     --create            with --aws: create the table and the queue first (local engines)
     --cloudwatch        publish metrics with PutMetricData every 10 s to CloudWatch at
                         SLUICE_AWS_ENDPOINT (e.g. ministack; unset: real AWS), and list the
-                        alarms named SLUICE_ALARM_PREFIX* in /health and /v1/reliability
+                        alarms named SLUICE_ALARM_PREFIX* in /v1/health and /v1/reliability
     --demo-port <N>     port of the demo connector (default 0: a free one)
     --workers <N>       executor poll loops (default 2)
     --sweep-every <S>   seconds between sweeper runs (default 30)

@@ -132,7 +132,7 @@ async fn call(app: &App<MemoryBackend, NoTools>, name: &str) -> (u16, Value) {
     (status, body)
 }
 
-const AUTHORIZED: [&str; 12] = [
+const AUTHORIZED: [&str; 13] = [
     "replay_list_executions.json",
     "replay_get_execution.json",
     "replay_replay_execution.json",
@@ -144,6 +144,7 @@ const AUTHORIZED: [&str; 12] = [
     "replay_put_tenant_switch.json",
     "replay_get_reliability.json",
     "replay_list_alert_dead_letters.json",
+    "replay_get_health_details.json",
     "replay_no_authorizer.json",
 ];
 
@@ -227,14 +228,21 @@ fn a_named_stage_is_stripped_from_the_path() {
 }
 
 #[tokio::test]
-async fn health_answers_without_a_token() {
+async fn health_answers_only_its_status_without_a_token_and_details_with_one() {
     let app = app().await;
     let (status, body) = call(&app, "replay_health.json").await;
     assert_eq!(status, 200);
+    assert_eq!(body, json!({"status": "ok"}));
+    let (status, body) = call(&app, "replay_get_health_details.json").await;
+    assert_eq!(status, 200, "{body}");
     assert_eq!(body["status"], "ok");
     assert_eq!(body["time_ms"], EVENT_TIME_MS);
+    assert_eq!(body["checked_at_ms"], EVENT_TIME_MS, "one round, cached");
     assert_eq!(body["connectors"], 1);
     assert_eq!(body["pipelines"], 1);
+    assert_eq!(body["breakers"][0]["state"], "CLOSED");
+    assert_eq!(body["alarms"]["source"], "off");
+    assert_eq!(body["alerts"]["enabled"], false);
 }
 
 #[tokio::test]
@@ -383,6 +391,10 @@ async fn reliability_and_dead_letter_events() {
     assert_eq!(body["alarms"]["source"], "off");
     assert_eq!(body["alerts"]["enabled"], false);
     assert_eq!(body["breakers"][0]["state"], "CLOSED");
+    assert_eq!(
+        (&body["ledgers_read"], &body["as_of_ms"]),
+        (&json!(1), &json!(EVENT_TIME_MS))
+    );
 
     let (status, body) = call(&app, "replay_list_alert_dead_letters.json").await;
     assert_eq!((status, &body), (200, &json!({"items": []})));

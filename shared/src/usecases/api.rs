@@ -6,8 +6,9 @@
 //!
 //! | method | path | answer |
 //! |---|---|---|
-//! | GET | `/health` (no token) | `{"status": "ok" or "degraded", "time_ms", "version", "sources", "connectors", "pipelines", "breakers", "alarms", "alerts"}` |
-//! | GET | `/v1/reliability` | the caller's tenant's [`ReliabilitySummary`](super::reliability::ReliabilitySummary) |
+//! | GET | `/health` (no token) | `{"status": "ok" or "degraded"}` only, cached per instance for `HEALTH_CACHE_SECS` (5 s) |
+//! | GET | `/v1/health` | `{"status", "time_ms", "checked_at_ms", "version", "sources", "connectors", "pipelines", "breakers", "alarms", "alerts"}` (no tenant data), the same cached check |
+//! | GET | `/v1/reliability` | the caller's tenant's [`ReliabilitySummary`](super::reliability::ReliabilitySummary), cached per instance and tenant for `SUMMARY_CACHE_SECS` (30 s) |
 //! | GET | `/v1/alerts/dead-letters?limit=` | `{"items": [dead letter]}`, newest first: the caller's tenant's and those of no tenant (breaker alerts); limit 1..=1000, default 100 |
 //! | GET | `/v1/executions?status=&limit=&cursor=` | `{"items": [execution], "next_cursor"}`, newest first; limit 1..=100, default 20 (bounded: see below) |
 //! | GET | `/v1/executions/{id}` | `{"execution", "ledger": [event]}` |
@@ -24,7 +25,11 @@
 //! the query is ignored. Every `/v1` route without claims answers 401; another tenant's
 //! execution answers exactly as a missing one (404), so existence is never revealed.
 //!
-//! Bounded reads: every request does a bounded amount of store work. `GET /v1/executions`
+//! Bounded reads: every request does a bounded amount of store work. `/health` and `/v1/health`
+//! read (one `GetItem` per connector, the alert counters, `DescribeAlarms`) at most once per
+//! `HEALTH_CACHE_SECS` per instance, whoever calls; `/v1/reliability` reads at most
+//! `ceil(window / 100)` pages of records and `MAX_SUMMARY_LEDGER_READS` (50) ledgers per
+//! tenant and `SUMMARY_CACHE_SECS` (see [`reliability`]). `GET /v1/executions`
 //! evaluates at most [`MAX_LIST_EVALUATED`](crate::ports::MAX_LIST_EVALUATED) (1,000) of the
 //! tenant's executions per request,
 //! from the cursor on, whether they match `status` or not (DynamoDB: at most 5 `Query`
@@ -211,7 +216,7 @@ async fn route<B: Backend, T: ToolClient>(app: &App<B, T>, req: &EdgeRequest) ->
     match segments.as_slice() {
         ["health"] => {
             allow(req, &["GET"])?;
-            Ok(health(app).await)
+            Ok(health_status(app).await)
         }
         ["v1", rest @ ..] => {
             // Authentication comes before routing: without a token, no route is revealed.
@@ -234,9 +239,13 @@ async fn route_v1<B: Backend, T: ToolClient>(
             allow(req, &["GET"])?;
             list_executions(app, req, claims).await
         }
+        ["health"] => {
+            allow(req, &["GET"])?;
+            Ok(health_details(app).await)
+        }
         ["reliability"] => {
             allow(req, &["GET"])?;
-            let summary = reliability::summarize(app, &claims.tenant).await?;
+            let summary = reliability::summary(app, &claims.tenant).await?;
             Ok(EdgeResponse::json(200, json!(summary)))
         }
         ["alerts", "dead-letters"] => {
@@ -296,39 +305,36 @@ fn allow(req: &EdgeRequest, methods: &[&str]) -> Result<(), ApiError> {
 
 // ---- health --------------------------------------------------------------------------------
 
-/// No tenant data: the manifest's size and every connector's breaker. `degraded` when a
-/// breaker is not closed or the backend cannot be read (then `breakers` is null and `error`
-/// says why); the answer is 200 either way, so that a load balancer's probe tells a running
-/// process from a dead one.
-async fn health<B: Backend, T: ToolClient>(app: &App<B, T>) -> EdgeResponse {
+/// `GET /health`, no token: only `{"status": "ok" | "degraded"}`, from the instance's cached
+/// health check ([`reliability::health`]), so that a load balancer's probe (or anyone) learns
+/// whether the function runs and its backend answers, and nothing else. 200 either way, so a
+/// probe tells a running process from a dead one.
+async fn health_status<B: Backend, T: ToolClient>(app: &App<B, T>) -> EdgeResponse {
+    let snapshot = reliability::health(app).await;
+    EdgeResponse::json(200, json!({ "status": snapshot.status }))
+}
+
+/// `GET /v1/health`, with a token: the same cached check with its details (no tenant data):
+/// the manifest's size, every connector's breaker (`null` with `error` when the backend cannot
+/// be read), the alarms in ALARM and the alert counters; `checked_at_ms` says when they were
+/// read (at most `HEALTH_CACHE_SECS` ago).
+async fn health_details<B: Backend, T: ToolClient>(app: &App<B, T>) -> EdgeResponse {
+    let snapshot = reliability::health(app).await;
     let mut body = json!({
-        "status": "ok",
+        "status": snapshot.status,
         "time_ms": app.clock.now().as_millis(),
+        "checked_at_ms": snapshot.checked_at_ms,
         "version": env!("CARGO_PKG_VERSION"),
         "sources": app.manifest.sources.len(),
         "connectors": app.manifest.connectors.len(),
         "pipelines": app.manifest.pipelines.len(),
+        "breakers": snapshot.breakers,
+        "alarms": snapshot.alarms,
+        "alerts": snapshot.alerts,
     });
-    match reliability::breakers(app).await {
-        Ok(views) => {
-            if reliability::any_breaker_open(&views) {
-                body["status"] = json!("degraded");
-            }
-            body["breakers"] = json!(views);
-        }
-        Err(error) => {
-            tracing::warn!(error = %error, "health: connector states unreadable");
-            body["status"] = json!("degraded");
-            body["breakers"] = Value::Null;
-            body["error"] = json!("backend unavailable");
-        }
+    if let Some(error) = snapshot.error {
+        body["error"] = json!(error);
     }
-    let alarms = reliability::alarms(app).await;
-    if !alarms.in_alarm.is_empty() {
-        body["status"] = json!("degraded");
-    }
-    body["alarms"] = json!(alarms);
-    body["alerts"] = json!(reliability::alerts(app).await);
     EdgeResponse::json(200, body)
 }
 
@@ -1353,20 +1359,78 @@ pipelines:
     }
 
     #[tokio::test]
-    async fn health_needs_no_token() {
+    async fn health_without_a_token_answers_only_the_status() {
         let f = fixture();
-        let r = f.call("GET", "/health", None, Value::Null).await;
-        assert_eq!(r.status, 200);
-        assert_eq!(r.body["status"], "ok");
-        assert_eq!(r.body["time_ms"], T0);
-        assert_eq!(r.body["connectors"], 2);
-        assert_eq!(r.body["pipelines"], 1);
-        assert_eq!(r.body["breakers"].as_array().map(Vec::len), Some(2));
-        assert_eq!(r.body["breakers"][0]["state"], "CLOSED");
+        for who in [None, Some("acme")] {
+            // A token on /health changes nothing (API Gateway passes none there anyway).
+            let r = f.call("GET", "/health", who, Value::Null).await;
+            assert_eq!(r.status, 200);
+            assert_eq!(r.body, json!({"status": "ok"}));
+        }
         assert_eq!(
             f.call("POST", "/health", None, Value::Null).await.status,
             405
         );
+        let r = f.call("GET", "/v1/health", None, Value::Null).await;
+        assert_eq!((r.status, code(&r)), (401, "unauthorized"));
+    }
+
+    #[tokio::test]
+    async fn health_details_need_a_token() {
+        let f = fixture();
+        let r = f.call("GET", "/v1/health", Some("acme"), Value::Null).await;
+        assert_eq!(r.status, 200);
+        assert_eq!(r.body["status"], "ok");
+        assert_eq!(r.body["time_ms"], T0);
+        assert_eq!(r.body["checked_at_ms"], T0);
+        assert_eq!(r.body["connectors"], 2);
+        assert_eq!(r.body["pipelines"], 1);
+        assert_eq!(r.body["breakers"].as_array().map(Vec::len), Some(2));
+        assert_eq!(r.body["breakers"][0]["state"], "CLOSED");
+        assert_eq!(r.body["alarms"]["source"], "off");
+        assert_eq!(r.body["alerts"]["enabled"], false);
+        assert!(r.body.get("error").is_none());
+        // Inside the window the check is the cached one; the time moves on.
+        f.clock.advance_secs(4);
+        let r = f.call("GET", "/v1/health", Some("acme"), Value::Null).await;
+        assert_eq!(
+            (r.body["time_ms"].clone(), r.body["checked_at_ms"].clone()),
+            (json!(T0 + 4_000), json!(T0))
+        );
+        f.clock.advance_secs(1);
+        let r = f.call("GET", "/v1/health", Some("acme"), Value::Null).await;
+        assert_eq!(r.body["checked_at_ms"], T0 + 5_000);
+        let r = f.call("PUT", "/v1/health", Some("acme"), Value::Null).await;
+        assert_eq!(r.status, 405);
+    }
+
+    #[tokio::test]
+    async fn an_open_breaker_degrades_health_once_the_cache_window_ends() {
+        let f = fixture();
+        let r = f.call("GET", "/health", None, Value::Null).await;
+        assert_eq!(r.body, json!({"status": "ok"}));
+        let store = f.app.backend.connectors();
+        let settings: BreakerSettings = admission_request(&f, "crm").settings;
+        for _ in 0..2 {
+            let Admission::Admitted(ticket) =
+                store.admit(&admission_request(&f, "crm")).await.unwrap()
+            else {
+                panic!("admitted");
+            };
+            let unhealthy = BreakerSignal::Unhealthy;
+            store
+                .settle(&ticket, unhealthy, &settings, f.app.clock.now())
+                .await
+                .unwrap();
+        }
+        let r = f.call("GET", "/health", None, Value::Null).await;
+        assert_eq!(r.body, json!({"status": "ok"}), "cached");
+        f.clock.advance_secs(reliability::HEALTH_CACHE_SECS);
+        let r = f.call("GET", "/health", None, Value::Null).await;
+        assert_eq!(r.body, json!({"status": "degraded"}));
+        let r = f.call("GET", "/v1/health", Some("acme"), Value::Null).await;
+        assert_eq!(r.body["status"], "degraded");
+        assert_eq!(r.body["breakers"][0]["state"], "OPEN");
     }
 
     #[tokio::test]
@@ -1399,6 +1463,48 @@ pipelines:
             .call("POST", "/v1/reliability", Some("acme"), Value::Null)
             .await;
         assert_eq!(r.status, 405);
+    }
+
+    #[tokio::test]
+    async fn reliability_reads_at_most_the_bound_of_ledgers_failed_runs_first() {
+        let f = fixture();
+        // The 5 oldest runs are blocked and their ledgers say why; 60 newer ones succeeded.
+        for i in 0..5 {
+            let r = f
+                .seed("acme", &format!("b{i}"), ExecutionStatus::Blocked)
+                .await;
+            let blocked = LedgerEvent {
+                execution_id: r.id.clone(),
+                seq: 2,
+                at: f.app.clock.now(),
+                kind: EventKind::Blocked,
+                stage: Some(0),
+                detail: json!({"reason": "http_404", "attempt_count": 1}),
+            };
+            f.app.backend.ledger().append(blocked).await.unwrap();
+            f.clock.advance_secs(1);
+        }
+        for i in 0..60 {
+            f.seed("acme", &format!("s{i}"), ExecutionStatus::Succeeded)
+                .await;
+            f.clock.advance_secs(1);
+        }
+        let r = f
+            .call("GET", "/v1/reliability", Some("acme"), Value::Null)
+            .await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        assert_eq!(r.body["total_runs"], 65);
+        assert_eq!(
+            r.body["ledgers_read"],
+            reliability::MAX_SUMMARY_LEDGER_READS
+        );
+        assert_eq!(r.body["blocked_runs"], 5);
+        assert_eq!(
+            r.body["failed_runs_with_trail"], 5,
+            "the blocked ones were read"
+        );
+        assert_eq!(r.body["recovery_trail_ratio"], 1.0);
+        assert_eq!(r.body["as_of_ms"], f.app.clock.now().as_millis());
     }
 
     #[tokio::test]

@@ -1,26 +1,41 @@
-//! Reliability summaries: what `GET /v1/reliability` (one tenant's runs) and `GET /health`
-//! (no tenant data) answer.
+//! Reliability summaries: what `GET /v1/reliability` (one tenant's runs), `GET /v1/health`
+//! (no tenant data) and `GET /health` (only `status`) answer, each from bounded reads cached
+//! per instance.
 //!
 //! The run figures come from the tenant's newest `SLUICE_RELIABILITY_WINDOW_RUNS` executions
-//! (newest first by creation) and their ledgers:
+//! (newest first by creation) and the ledgers of at most [`MAX_SUMMARY_LEDGER_READS`] of them
+//! (`ledgers_read`): the failed and blocked runs first, newest first, then the others:
 //! - `failure_rate` = (failed + blocked) / finished runs in the window (`null` with none);
 //! - `latency_p95_sec` = nearest-rank p95 of finished runs' time from creation to their last
 //!   write (the terminal one);
-//! - `recovery_events` = ledger events of the window's runs that record a recovery action:
+//! - `recovery_events` = events of the ledgers read that record a recovery action:
 //!   RETRY_SCHEDULED, RECOVERY_LEASE_EXPIRED, RECOVERY_REQUEUED, REPLAY_REQUESTED;
 //! - a failed or blocked run "has a recovery trail" when its ledger holds the BLOCKED (or
 //!   FAILED) event that names the reason and the attempt count, so an operator can decide on
-//!   a replay; `recovery_trail_ratio` = such runs / failed and blocked runs.
+//!   a replay; `recovery_trail_ratio` = such runs / failed and blocked runs whose ledger was
+//!   read (all of them unless the window holds more than [`MAX_SUMMARY_LEDGER_READS`]).
 //!
 //! Beside them: every connector's breaker, the deployment's alarms in ALARM (CloudWatch
 //! `DescribeAlarms` by `SLUICE_ALARM_PREFIX`, when deployed) and the alert webhook's shared
-//! counters. Those three carry no tenant data and are what `/health` shows too; a failure to
-//! read alarms or counters is reported in the answer (`error`), never as a failed summary.
+//! counters. Those three carry no tenant data and are what the health check shows too; a
+//! failure to read alarms or counters is reported in the answer (`error`), never as a failed
+//! summary.
 //!
 //! The SLO targets are configuration (`SLO_*`, docs/configuration.md); the summary says which
 //! are met. A target with nothing to measure (no finished run) counts as met and says so.
-//! Ledgers are read at most [`LEDGER_READS_AT_ONCE`] at a time: an operator's call, not the
-//! hot path.
+//!
+//! Bounded reads, per summary computed: the records by `ceil(window / 100)` pages of `gsi1`
+//! (eventually consistent), at most [`MAX_SUMMARY_LEDGER_READS`] ledgers (one `Query` per
+//! 1 MB each, [`LEDGER_READS_AT_ONCE`] at a time), one consistent `GetItem` per connector, one
+//! for the alert counters, and one `DescribeAlarms`. A summary is then served from the
+//! instance's cache for [`SUMMARY_CACHE_SECS`] (per tenant, `as_of_ms` says when it was
+//! read), so repeated calls cost nothing; the health check is cached for
+//! [`HEALTH_CACHE_SECS`], one read round at a time, so a flood of unauthenticated `/health`
+//! calls makes no AWS request beyond one round per window. Both caches go by the
+//! [`Clock`](crate::clock::Clock) port.
+
+use std::collections::HashMap;
+use std::sync::{Mutex, PoisonError};
 
 use futures::{StreamExt, TryStreamExt};
 use serde::Serialize;
@@ -31,6 +46,7 @@ use crate::domain::connector::{BreakerState, ConnectorState};
 use crate::domain::execution::{ExecutionRecord, ExecutionStatus};
 use crate::domain::ids::TenantId;
 use crate::domain::ledger::{EventKind, LedgerEvent};
+use crate::domain::time::Timestamp;
 use crate::error::StoreError;
 use crate::ports::{
     AlarmSource, AlarmState, Backend, ConnectorStore, ExecutionStore, Ledger, ToolClient, MAX_PAGE,
@@ -38,6 +54,15 @@ use crate::ports::{
 
 /// Ledger reads in flight at once while summarizing.
 pub const LEDGER_READS_AT_ONCE: usize = 8;
+/// The most ledgers one summary reads (failed and blocked runs first).
+pub const MAX_SUMMARY_LEDGER_READS: usize = 50;
+/// How long an instance answers a tenant's summary from its cache, in seconds.
+pub const SUMMARY_CACHE_SECS: i64 = 30;
+/// The most tenants whose summary an instance keeps; beyond it, expired ones are dropped, then
+/// all.
+pub const SUMMARY_CACHE_TENANTS: usize = 1000;
+/// How long an instance answers the health check from its cache, in seconds.
+pub const HEALTH_CACHE_SECS: i64 = 5;
 
 /// The answer of `GET /v1/reliability`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -45,6 +70,11 @@ pub struct ReliabilitySummary {
     pub tenant: TenantId,
     /// The configured window (runs).
     pub window_runs: u32,
+    /// When the figures were read (a cached summary is up to [`SUMMARY_CACHE_SECS`] old).
+    pub as_of_ms: i64,
+    /// Ledgers read (at most [`MAX_SUMMARY_LEDGER_READS`]): what `recovery_events` and the
+    /// trail count.
+    pub ledgers_read: u32,
     #[serde(flatten)]
     pub runs: RunFigures,
     pub failure_rate: Option<f64>,
@@ -131,16 +161,77 @@ pub struct BreakerView {
     pub limit: u32,
 }
 
-/// The summary of `tenant`'s newest runs.
+/// Per-instance caches of the summaries and the health check (shared by every clone of an
+/// [`App`]).
+#[derive(Debug, Default)]
+pub struct ReadCaches {
+    summaries: Mutex<HashMap<TenantId, ReliabilitySummary>>,
+    /// Held while a round is read, so concurrent callers wait for it instead of reading too.
+    health: tokio::sync::Mutex<Option<HealthSnapshot>>,
+}
+
+/// Whether something read at `at` is still served at `now`, for `secs`.
+fn fresh(at_ms: i64, now: Timestamp, secs: i64) -> bool {
+    let age = now.as_millis() - at_ms;
+    (0..secs * 1000).contains(&age)
+}
+
+/// The summary of `tenant`'s newest runs, from the instance's cache when it is younger than
+/// [`SUMMARY_CACHE_SECS`], else read ([`summarize`]) and cached.
+pub async fn summary<B: Backend, T: ToolClient>(
+    app: &App<B, T>,
+    tenant: &TenantId,
+) -> Result<ReliabilitySummary, StoreError> {
+    let now = app.clock.now();
+    let lock = |m: &Mutex<HashMap<TenantId, ReliabilitySummary>>| {
+        // A panic elsewhere leaves a map of whole entries: keep using it.
+        m.lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(tenant)
+            .filter(|s| fresh(s.as_of_ms, now, SUMMARY_CACHE_SECS))
+            .cloned()
+    };
+    if let Some(cached) = lock(&app.caches.summaries) {
+        return Ok(cached);
+    }
+    let computed = summarize(app, tenant).await?;
+    let mut cache = app
+        .caches
+        .summaries
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner);
+    if cache.len() >= SUMMARY_CACHE_TENANTS && !cache.contains_key(tenant) {
+        cache.retain(|_, s| fresh(s.as_of_ms, now, SUMMARY_CACHE_SECS));
+        if cache.len() >= SUMMARY_CACHE_TENANTS {
+            cache.clear();
+        }
+    }
+    cache.insert(tenant.clone(), computed.clone());
+    Ok(computed)
+}
+
+/// The summary of `tenant`'s newest runs, read now (uncached; see [`summary`]).
 #[tracing::instrument(skip_all, fields(tenant = %tenant))]
 pub async fn summarize<B: Backend, T: ToolClient>(
     app: &App<B, T>,
     tenant: &TenantId,
 ) -> Result<ReliabilitySummary, StoreError> {
     let config = &app.config.observability;
+    let as_of = app.clock.now();
     let runs = newest_runs(app, tenant, config.window_runs).await?;
-    // Owned ids: a closure over borrowed records is not `Send` enough for axum's handlers.
-    let wanted: Vec<_> = runs.iter().map(|r| (r.id.clone(), r.status)).collect();
+    // Failed and blocked runs first (the trail needs their ledgers), then the others; newest
+    // first within each. Owned ids: a closure over borrowed records is not `Send` enough for
+    // axum's handlers.
+    let failed = |r: &&ExecutionRecord| {
+        matches!(r.status, ExecutionStatus::Failed | ExecutionStatus::Blocked)
+    };
+    let wanted: Vec<_> = runs
+        .iter()
+        .filter(failed)
+        .chain(runs.iter().filter(|r| !failed(r)))
+        .take(MAX_SUMMARY_LEDGER_READS)
+        .map(|r| (r.id.clone(), r.status))
+        .collect();
     let ledgers: Vec<(ExecutionStatus, Vec<LedgerEvent>)> = futures::stream::iter(wanted)
         .map(|(id, status)| async move {
             let events = app.backend.ledger().events(&id).await?;
@@ -167,12 +258,14 @@ pub async fn summarize<B: Backend, T: ToolClient>(
         }
     }
     let mut recovery_events = 0;
+    let mut failures_read = 0;
     for (status, events) in &ledgers {
         recovery_events += events.iter().filter(|e| is_recovery(e.kind)).count() as u64;
-        if matches!(status, ExecutionStatus::Failed | ExecutionStatus::Blocked)
-            && events.iter().any(explains_failure)
-        {
-            figures.failed_runs_with_trail += 1;
+        if matches!(status, ExecutionStatus::Failed | ExecutionStatus::Blocked) {
+            failures_read += 1;
+            if events.iter().any(explains_failure) {
+                figures.failed_runs_with_trail += 1;
+            }
         }
     }
 
@@ -181,7 +274,7 @@ pub async fn summarize<B: Backend, T: ToolClient>(
     let failure_rate = (finished > 0).then(|| ratio(failures, finished));
     let latency_p95_sec = p95(&mut latencies_ms).map(|ms| ms as f64 / 1000.0);
     let recovery_trail_ratio =
-        (failures > 0).then(|| ratio(figures.failed_runs_with_trail, failures));
+        (failures_read > 0).then(|| ratio(figures.failed_runs_with_trail, failures_read));
 
     let at_most = |target: f64, actual: Option<f64>| SloCheck {
         target,
@@ -200,6 +293,8 @@ pub async fn summarize<B: Backend, T: ToolClient>(
     Ok(ReliabilitySummary {
         tenant: tenant.clone(),
         window_runs: config.window_runs,
+        as_of_ms: as_of.as_millis(),
+        ledgers_read: ledgers.len() as u32,
         runs: figures,
         failure_rate,
         latency_p95_sec,
@@ -215,6 +310,64 @@ pub async fn summarize<B: Backend, T: ToolClient>(
         alarms: alarms(app).await,
         alerts: alerts(app).await,
     })
+}
+
+/// One read round of what the health check shows: no tenant data.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct HealthSnapshot {
+    /// `ok`, or `degraded` when a breaker is not closed, an alarm is firing or the connector
+    /// states cannot be read.
+    pub status: &'static str,
+    /// When the round was read.
+    pub checked_at_ms: i64,
+    /// `None` when the connector states cannot be read (then `error` says so).
+    pub breakers: Option<Vec<BreakerView>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<&'static str>,
+    pub alarms: AlarmsView,
+    pub alerts: AlertsView,
+}
+
+/// The health check, from the instance's cache when it is younger than [`HEALTH_CACHE_SECS`],
+/// else read now (every connector's state, the alarms, the alert counters) and cached. One
+/// round at a time: concurrent callers of a stale cache wait for the round in progress and
+/// share it. A failed read is cached as well (as `degraded`), so a backend outage is not
+/// hammered either.
+pub async fn health<B: Backend, T: ToolClient>(app: &App<B, T>) -> HealthSnapshot {
+    let mut cached = app.caches.health.lock().await;
+    let now = app.clock.now();
+    if let Some(snapshot) = cached
+        .as_ref()
+        .filter(|s| fresh(s.checked_at_ms, now, HEALTH_CACHE_SECS))
+    {
+        return snapshot.clone();
+    }
+    let mut snapshot = HealthSnapshot {
+        status: "ok",
+        checked_at_ms: now.as_millis(),
+        breakers: None,
+        error: None,
+        alarms: alarms(app).await,
+        alerts: alerts(app).await,
+    };
+    match breakers(app).await {
+        Ok(views) => {
+            if any_breaker_open(&views) {
+                snapshot.status = "degraded";
+            }
+            snapshot.breakers = Some(views);
+        }
+        Err(error) => {
+            tracing::warn!(error = %error, "health: connector states unreadable");
+            snapshot.status = "degraded";
+            snapshot.error = Some("backend unavailable");
+        }
+    }
+    if !snapshot.alarms.in_alarm.is_empty() {
+        snapshot.status = "degraded";
+    }
+    *cached = Some(snapshot.clone());
+    snapshot
 }
 
 /// The alarms in ALARM; a read failure is part of the answer.
@@ -459,6 +612,79 @@ mod tests {
         assert_eq!(s.runs.blocked_runs, 1);
         assert_eq!(s.recovery_trail_ratio, Some(0.0));
         assert!(!s.slo.recovery_trail.met);
+    }
+
+    #[tokio::test]
+    async fn a_summary_is_served_from_the_cache_for_its_window_per_tenant() {
+        let h = known_scenario().await;
+        let first = summary(&h.app, &acme()).await.unwrap();
+        assert_eq!(first.runs.total_runs, 4);
+        assert_eq!(first.as_of_ms, h.now().as_millis());
+        assert_eq!(first.ledgers_read, 4);
+        h.seed("r5", json!({"name": "Ed"})).await;
+        h.clock.advance_secs(SUMMARY_CACHE_SECS - 1);
+        let cached = summary(&h.app, &acme()).await.unwrap();
+        assert_eq!(cached, first, "inside the window: the cached summary");
+        // Another tenant has its own entry.
+        let globex = TenantId::parse("globex").unwrap();
+        assert_eq!(summary(&h.app, &globex).await.unwrap().runs.total_runs, 0);
+        h.clock.advance_secs(1);
+        let fresh = summary(&h.app, &acme()).await.unwrap();
+        assert_eq!(fresh.runs.total_runs, 5, "after the window: read again");
+        assert_eq!(fresh.as_of_ms, h.now().as_millis());
+        // The uncached read is always current.
+        h.seed("r6", json!({"name": "Flo"})).await;
+        assert_eq!(summarize(&h.app, &acme()).await.unwrap().runs.total_runs, 6);
+    }
+
+    #[tokio::test]
+    async fn the_health_check_is_cached_for_its_window() {
+        let h = known_scenario().await;
+        let first = health(&h.app).await;
+        assert_eq!(first.status, "ok");
+        assert_eq!(first.checked_at_ms, h.now().as_millis());
+        // Open the breaker: the cached check does not see it until the window ends.
+        let crm = h.app.manifest.connectors.keys().next().unwrap().clone();
+        let store = h.app.backend.connectors();
+        let settings = h.app.manifest.connectors[&crm].breaker_settings(&h.app.config.breaker);
+        for _ in 0..settings.failure_threshold {
+            let request = crate::domain::connector::AdmissionRequest {
+                connector: crm.clone(),
+                tool: crate::domain::ids::ToolName::parse("create_lead").unwrap(),
+                tenant: acme(),
+                holder: crate::domain::ids::HolderId::random(),
+                limit: 100,
+                slot_ttl_secs: 30,
+                settings,
+                now: h.now(),
+            };
+            let crate::domain::connector::Admission::Admitted(ticket) =
+                store.admit(&request).await.unwrap()
+            else {
+                panic!("admitted");
+            };
+            let signal = crate::domain::connector::BreakerSignal::Unhealthy;
+            store
+                .settle(&ticket, signal, &settings, h.now())
+                .await
+                .unwrap();
+        }
+        h.clock.advance_millis(HEALTH_CACHE_SECS * 1000 - 1);
+        assert_eq!(health(&h.app).await, first);
+        h.clock.advance_millis(1);
+        let later = health(&h.app).await;
+        assert_eq!(later.status, "degraded");
+        assert_eq!(later.breakers.unwrap()[0].state, "OPEN");
+        assert_eq!(later.checked_at_ms, h.now().as_millis());
+    }
+
+    #[test]
+    fn freshness_is_a_half_open_window_and_a_clock_going_back_is_stale() {
+        let at = Timestamp::from_secs(1_000);
+        assert!(fresh(at.as_millis(), at, 5));
+        assert!(fresh(at.as_millis(), at.plus_millis(4_999), 5));
+        assert!(!fresh(at.as_millis(), at.plus_secs(5), 5));
+        assert!(!fresh(at.as_millis(), at.plus_millis(-1), 5));
     }
 
     #[test]
