@@ -204,3 +204,29 @@ fn functions_get_the_namespace_and_replay_the_alarm_prefix() {
         .iter()
         .any(|s| s["Action"].as_str() == Some("cloudwatch:DescribeAlarms")));
 }
+
+#[test]
+fn every_route_of_the_http_api_is_throttled_by_parameters() {
+    let doc = template();
+    let apis = resources_of_type(&doc, "AWS::Serverless::HttpApi");
+    assert_eq!(apis.len(), 1, "one HTTP API");
+    let settings = &apis[0].1["DefaultRouteSettings"];
+    for (property, parameter, default) in [
+        ("ThrottlingBurstLimit", "ApiThrottlingBurstLimit", 200),
+        ("ThrottlingRateLimit", "ApiThrottlingRateLimit", 100),
+    ] {
+        assert!(
+            is_ref(&settings[property], parameter),
+            "DefaultRouteSettings.{property} is !Ref {parameter}"
+        );
+        let p = &doc["Parameters"][parameter];
+        assert_eq!(p["Type"].as_str(), Some("Number"), "{parameter}");
+        assert_eq!(p["Default"].as_u64(), Some(default), "{parameter}");
+        assert!(
+            p["MinValue"].as_u64().is_some_and(|min| min >= 1),
+            "{parameter}: 0 would refuse every request"
+        );
+    }
+    // No route overrides them (a per-route setting would bypass the default).
+    assert!(apis[0].1.get("RouteSettings").is_none());
+}
