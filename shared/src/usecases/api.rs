@@ -29,12 +29,12 @@
 //! read (one `GetItem` per connector, the alert counters, `DescribeAlarms`) at most once per
 //! `HEALTH_CACHE_SECS` per instance, whoever calls; `/v1/reliability` reads at most
 //! `ceil(window / 100)` pages of records and `MAX_SUMMARY_LEDGER_READS` (50) ledgers per
-//! tenant and `SUMMARY_CACHE_SECS` (see [`reliability`]). `GET /v1/executions`
-//! evaluates at most [`MAX_LIST_EVALUATED`](crate::ports::MAX_LIST_EVALUATED) (1,000) of the
-//! tenant's executions per request,
-//! from the cursor on, whether they match `status` or not (DynamoDB: at most 5 `Query`
-//! requests). A status few executions have may answer fewer items than `limit`, even none,
-//! with a `next_cursor`: walk the cursor until it is `null` to see every match, each once.
+//! tenant and `SUMMARY_CACHE_SECS` (see [`reliability`]). `GET /v1/executions` evaluates at
+//! most [`MAX_LIST_EVALUATED`](crate::ports::MAX_LIST_EVALUATED) (1,000) of the tenant's
+//! executions per request, from the cursor on, whether they match `status` or not (DynamoDB:
+//! at most 5 `Query` requests). A status few executions have may answer fewer items than
+//! `limit`, even none, with a `next_cursor`: walk the cursor until it is `null` to see every
+//! match, each once.
 //!
 //! Every instant in a response is an integer of epoch milliseconds in a field whose name ends in
 //! `_ms`.

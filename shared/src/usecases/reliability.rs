@@ -170,7 +170,8 @@ pub struct ReadCaches {
     health: tokio::sync::Mutex<Option<HealthSnapshot>>,
 }
 
-/// Whether something read at `at` is still served at `now`, for `secs`.
+/// Whether something read at `at_ms` is still served at `now`, for `secs` (a clock that went
+/// back makes it stale).
 fn fresh(at_ms: i64, now: Timestamp, secs: i64) -> bool {
     let age = now.as_millis() - at_ms;
     (0..secs * 1000).contains(&age)
@@ -183,23 +184,23 @@ pub async fn summary<B: Backend, T: ToolClient>(
     tenant: &TenantId,
 ) -> Result<ReliabilitySummary, StoreError> {
     let now = app.clock.now();
-    let lock = |m: &Mutex<HashMap<TenantId, ReliabilitySummary>>| {
-        // A panic elsewhere leaves a map of whole entries: keep using it.
-        m.lock()
+    // A panic elsewhere leaves a map of whole entries: keep using it.
+    let summaries = || {
+        app.caches
+            .summaries
+            .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .get(tenant)
-            .filter(|s| fresh(s.as_of_ms, now, SUMMARY_CACHE_SECS))
-            .cloned()
     };
-    if let Some(cached) = lock(&app.caches.summaries) {
+    let cached = summaries()
+        .get(tenant)
+        .filter(|s| fresh(s.as_of_ms, now, SUMMARY_CACHE_SECS))
+        .cloned();
+    if let Some(cached) = cached {
         return Ok(cached);
     }
+    // Not held across the reads: tenants do not wait for each other.
     let computed = summarize(app, tenant).await?;
-    let mut cache = app
-        .caches
-        .summaries
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner);
+    let mut cache = summaries();
     if cache.len() >= SUMMARY_CACHE_TENANTS && !cache.contains_key(tenant) {
         cache.retain(|_, s| fresh(s.as_of_ms, now, SUMMARY_CACHE_SECS));
         if cache.len() >= SUMMARY_CACHE_TENANTS {
