@@ -224,4 +224,35 @@ mod tests {
             .collect();
         assert_eq!(failed, ["9d1c0b7e-0000-4000-8000-00000000bad1"]);
     }
+
+    #[tokio::test]
+    async fn records_past_the_deadline_are_batch_item_failures() {
+        let clock = FakeClock::at(Timestamp::from_secs(1_767_225_000));
+        let manifest = Manifest::parse(MANIFEST, "sluice.example.yaml").unwrap();
+        let config = ReliabilityConfig::from_lookup(|_| None).unwrap();
+        let app = sluice::startup::memory_app(
+            manifest,
+            Secrets::default(),
+            config,
+            Arc::new(clock.clone()) as Arc<dyn Clock>,
+        );
+        // The deadline is 5 s away, and the flush keeps 10 s of it: nothing may start.
+        let deadline = SystemTime::now() + Duration::from_secs(5);
+        let budget = budget_for(deadline, Duration::from_secs(10));
+        assert_eq!(budget.remaining(), Some(Duration::ZERO));
+        let response = handle(&app, &HolderId::random(), event(EVENT), &budget).await;
+        let failed: Vec<&str> = response
+            .batch_item_failures
+            .iter()
+            .map(|f| f.item_identifier.as_str())
+            .collect();
+        let sent = event(EVENT);
+        let all: Vec<&str> = sent
+            .records
+            .iter()
+            .map(|r| r.message_id.as_deref().unwrap())
+            .collect();
+        assert_eq!(failed, all);
+        assert_eq!(app.backend.queue.len(), 0, "nothing was sent");
+    }
 }
