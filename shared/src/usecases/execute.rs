@@ -175,6 +175,13 @@ impl Budget {
         }
     }
 
+    /// How long a call starting now may take and still leave the after-call reserve before the
+    /// deadline (`None`: no deadline).
+    pub fn call_room(&self) -> Option<Duration> {
+        self.remaining()
+            .map(|remaining| remaining.saturating_sub(self.after_call))
+    }
+
     /// Whether waiting `wait` and then making one more request still fits.
     fn fits_retry(&self, wait: Duration) -> bool {
         self.remaining()
@@ -694,6 +701,21 @@ impl<'a, B: Backend, T: ToolClient> StageRun<'a, B, T> {
             }
         };
 
+        // The stage was started with room for the whole call; if the writes before it took more
+        // than their reserve, the call is cut short rather than cut off by the deadline (a
+        // timeout is an outcome the ledger and the breaker hear of; a killed invocation is not).
+        let mut request = request;
+        if let Some(room) = self.budget.call_room() {
+            let room_ms = (room.as_millis() as u64).max(1);
+            if room_ms < request.timeout_ms {
+                tracing::warn!(
+                    timeout_ms = request.timeout_ms,
+                    room_ms,
+                    "deadline near; the tool call's timeout is shortened to fit"
+                );
+                request.timeout_ms = room_ms;
+            }
+        }
         self.append(
             EventKind::ToolCalled,
             json!({
@@ -2602,6 +2624,13 @@ mod tests {
         assert!(Budget::unlimited()
             .check_call(Duration::from_secs(3600))
             .is_ok());
+        // A call starting now may take what is left minus the after-call reserve.
+        let room = budget.call_room().expect("a deadline");
+        assert!(
+            room <= Duration::from_secs(15) && room > Duration::from_secs(14),
+            "{room:?}"
+        );
+        assert_eq!(Budget::unlimited().call_room(), None);
     }
 
     #[test]
