@@ -124,6 +124,61 @@ impl ReliabilityConfig {
     }
 }
 
+// ---- executor limits (the deployment's executor function and its trigger) ----------------
+
+/// The executor function's timeout, as template.yaml sets it.
+pub const EXECUTOR_TIMEOUT_VAR: &str = "SLUICE_EXECUTOR_TIMEOUT_SECONDS";
+/// The stage queue's visibility timeout, as template.yaml sets it.
+pub const STAGE_QUEUE_VISIBILITY_VAR: &str = "SLUICE_STAGE_QUEUE_VISIBILITY_TIMEOUT_SECONDS";
+/// The batch size of the executor's SQS trigger, as template.yaml sets it.
+pub const EXECUTOR_BATCH_SIZE_VAR: &str = "SLUICE_EXECUTOR_BATCH_SIZE";
+
+/// What the template says about the executor, passed to it so that it can check the
+/// configuration and the manifest against it at cold start (`startup::validate_executor`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExecutorLimits {
+    /// `SLUICE_EXECUTOR_TIMEOUT_SECONDS`: the function's timeout (1-900).
+    pub function_timeout_secs: u64,
+    /// `SLUICE_STAGE_QUEUE_VISIBILITY_TIMEOUT_SECONDS`: the stage queue's (0-43,200).
+    pub visibility_timeout_secs: u64,
+    /// `SLUICE_EXECUTOR_BATCH_SIZE`: records per invocation (1-10,000).
+    pub batch_size: u32,
+}
+
+impl ExecutorLimits {
+    /// Reads the three variables: `None` when none is set (the local run has no function), an
+    /// error when only some are, or one is unusable.
+    pub fn from_lookup(
+        lookup: impl Fn(&str) -> Option<String>,
+    ) -> Result<Option<Self>, ConfigError> {
+        let vars = Vars(&lookup);
+        let names = [
+            EXECUTOR_TIMEOUT_VAR,
+            STAGE_QUEUE_VISIBILITY_VAR,
+            EXECUTOR_BATCH_SIZE_VAR,
+        ];
+        let set: Vec<&str> = names.into_iter().filter(|n| lookup(n).is_some()).collect();
+        if set.is_empty() {
+            return Ok(None);
+        }
+        if let Some(missing) = names.into_iter().find(|n| !set.contains(n)) {
+            return Err(ConfigError {
+                variable: missing,
+                value: String::new(),
+                reason: format!(
+                    "must be set with {} (template.yaml sets all three)",
+                    set.join(", ")
+                ),
+            });
+        }
+        Ok(Some(Self {
+            function_timeout_secs: vars.number(EXECUTOR_TIMEOUT_VAR, 0, 1, 900)?,
+            visibility_timeout_secs: vars.number(STAGE_QUEUE_VISIBILITY_VAR, 0, 0, 43_200)?,
+            batch_size: vars.number(EXECUTOR_BATCH_SIZE_VAR, 0, 1, 10_000)?,
+        }))
+    }
+}
+
 /// Typed reads of variables through a lookup function, each failure naming its variable.
 pub(crate) struct Vars<'a, F: Fn(&str) -> Option<String>>(pub(crate) &'a F);
 
@@ -238,6 +293,37 @@ mod tests {
         assert_eq!(e.variable, "SLO_FAILURE_RATE_MAX");
         let e = with(&[("SLUICE_METRICS_NAMESPACE", "bad|name")]).expect_err("bad");
         assert_eq!(e.variable, "SLUICE_METRICS_NAMESPACE");
+    }
+
+    #[test]
+    fn executor_limits_come_all_three_or_none() {
+        let read = |pairs: &[(&str, &str)]| {
+            let map: HashMap<String, String> = pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            ExecutorLimits::from_lookup(|k| map.get(k).cloned())
+        };
+        assert_eq!(read(&[]), Ok(None));
+        let all = [
+            (EXECUTOR_TIMEOUT_VAR, "90"),
+            (STAGE_QUEUE_VISIBILITY_VAR, "540"),
+            (EXECUTOR_BATCH_SIZE_VAR, "10"),
+        ];
+        assert_eq!(
+            read(&all),
+            Ok(Some(ExecutorLimits {
+                function_timeout_secs: 90,
+                visibility_timeout_secs: 540,
+                batch_size: 10,
+            }))
+        );
+        let e = read(&all[..2]).expect_err("batch size missing");
+        assert_eq!(e.variable, EXECUTOR_BATCH_SIZE_VAR);
+        let e = read(&[all[0], all[1], (EXECUTOR_BATCH_SIZE_VAR, "0")]).expect_err("bad");
+        assert_eq!(e.variable, EXECUTOR_BATCH_SIZE_VAR);
+        let e = read(&[(EXECUTOR_TIMEOUT_VAR, "901"), all[1], all[2]]).expect_err("bad");
+        assert_eq!(e.variable, EXECUTOR_TIMEOUT_VAR);
     }
 
     #[test]

@@ -279,7 +279,10 @@ pub fn check_rate_limit(operation: &'static str, limit_per_minute: u32) -> Store
 
 /// The per-source intake rate window.
 pub trait RateLimiter: Send + Sync {
-    /// Counts one delivery of `source` and says whether it runs now or how long it waits.
+    /// Counts one delivery of `source` and says whether it runs now or how long it waits: in the
+    /// current minute while it holds fewer than `limit_per_minute`, else at the next position of
+    /// the source's backlog (`domain::rate`), in a constant number of requests however long the
+    /// backlog (DynamoDB: 1 `UpdateItem` within, 3 over, 4 when the backlog starts again).
     fn register(
         &self,
         source: &SourceId,

@@ -20,10 +20,14 @@ use crate::adapters::http_tool::HttpToolClient;
 use crate::alerts::{AlertConfig, AlerterSetupError};
 use crate::app::App;
 use crate::clock::{Clock, SystemClock};
-use crate::config::{ConfigError, ReliabilityConfig};
+use crate::config::{
+    ConfigError, ExecutorLimits, ReliabilityConfig, EXECUTOR_BATCH_SIZE_VAR, EXECUTOR_TIMEOUT_VAR,
+    STAGE_QUEUE_VISIBILITY_VAR,
+};
 use crate::manifest::{Manifest, ManifestError, Secrets};
 use crate::ports::ToolClient;
 use crate::telemetry::EmfSink;
+use crate::usecases::execute::{Budget, BATCH_CONCURRENCY};
 
 /// The manifest's YAML text.
 pub const MANIFEST_INLINE_VAR: &str = "SLUICE_MANIFEST_INLINE";
@@ -64,6 +68,9 @@ pub enum StartupError {
     /// The alert webhook's HTTP client could not start.
     #[error("the alert webhook client could not start")]
     Alerts(#[source] AlerterSetupError),
+    /// The configuration, the manifest and the template's executor limits do not fit together.
+    #[error("executor limits: {0}")]
+    Limits(String),
 }
 
 /// Which of the secrets a manifest names a function needs (a function is only given, and so
@@ -172,6 +179,95 @@ pub async fn aws_app_from_env_with(
     .with_alarms(alarms)
     .with_alerts(settings.alerts)
     .map_err(StartupError::Alerts)
+}
+
+// ---- executor limits (checked together at the executor's cold start) -----------------------
+
+/// What [`validate_executor`] found acceptable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecutorFit {
+    pub limits: ExecutorLimits,
+    /// The largest connector `timeout_ms` in the manifest.
+    pub max_call_ms: u64,
+    /// How long a full batch takes at worst: `ceil(batch_size / BATCH_CONCURRENCY)` rounds of
+    /// the largest call and its reserves, plus the alert flush. Over the function timeout the
+    /// time budget gives the records that do not fit back (batch item failures).
+    pub worst_batch_ms: u64,
+}
+
+/// Checks the executor's limits (from `lookup`: `SLUICE_EXECUTOR_TIMEOUT_SECONDS`,
+/// `SLUICE_STAGE_QUEUE_VISIBILITY_TIMEOUT_SECONDS`, `SLUICE_EXECUTOR_BATCH_SIZE`) against the
+/// reliability config and the manifest; `flush` is the alert flush's bound. Unset limits (the
+/// local run): `Ok(None)`. Every error names the values that do not fit:
+/// - every connector's `timeout_ms`, with [`Budget`]'s reserves around the call and the flush,
+///   must fit the function timeout (else no call of it could ever be started);
+/// - the visibility timeout must be at least the function timeout (a record must not come back
+///   while its invocation still runs);
+/// - `EXECUTION_LEASE_SECONDS` must be at least the function timeout (a lease must not lapse
+///   while its holder may still be calling the tool).
+///
+/// A full batch that does not fit the function timeout is logged, not refused: the budget
+/// gives the records it cannot start back.
+pub fn validate_executor(
+    lookup: impl Fn(&str) -> Option<String>,
+    config: &ReliabilityConfig,
+    manifest: &Manifest,
+    flush: std::time::Duration,
+) -> Result<Option<ExecutorFit>, StartupError> {
+    let Some(limits) = ExecutorLimits::from_lookup(lookup)? else {
+        return Ok(None);
+    };
+    let function_ms = limits.function_timeout_secs * 1000;
+    let reserve = Budget::unlimited().need_for(std::time::Duration::ZERO);
+    let reserve_ms = (reserve + flush).as_millis() as u64;
+    let mut max_call_ms = 0;
+    for (id, connector) in &manifest.connectors {
+        max_call_ms = max_call_ms.max(connector.timeout_ms);
+        if connector.timeout_ms + reserve_ms > function_ms {
+            return Err(StartupError::Limits(format!(
+                "connector {id}: timeout_ms {} ms plus {reserve_ms} ms kept around a call \
+                 (stage writes and the alert flush) exceeds the executor's timeout \
+                 {EXECUTOR_TIMEOUT_VAR}={} s ({function_ms} ms)",
+                connector.timeout_ms, limits.function_timeout_secs
+            )));
+        }
+    }
+    if limits.visibility_timeout_secs < limits.function_timeout_secs {
+        return Err(StartupError::Limits(format!(
+            "{STAGE_QUEUE_VISIBILITY_VAR}={} s is below the executor's timeout \
+             {EXECUTOR_TIMEOUT_VAR}={} s: a record would come back while its invocation runs",
+            limits.visibility_timeout_secs, limits.function_timeout_secs
+        )));
+    }
+    let lease = u64::try_from(config.execution_lease_secs).unwrap_or(0);
+    if lease < limits.function_timeout_secs {
+        return Err(StartupError::Limits(format!(
+            "EXECUTION_LEASE_SECONDS={lease} s is below the executor's timeout \
+             {EXECUTOR_TIMEOUT_VAR}={} s: a lease could lapse during a tool call",
+            limits.function_timeout_secs
+        )));
+    }
+    let rounds = u64::from(limits.batch_size).div_ceil(BATCH_CONCURRENCY as u64);
+    let per_record_ms = Budget::unlimited()
+        .need_for(std::time::Duration::from_millis(max_call_ms))
+        .as_millis() as u64;
+    let worst_batch_ms = rounds * per_record_ms + flush.as_millis() as u64;
+    if worst_batch_ms > function_ms {
+        tracing::warn!(
+            batch_size = limits.batch_size,
+            concurrency = BATCH_CONCURRENCY,
+            max_call_ms,
+            worst_batch_ms,
+            function_timeout_ms = function_ms,
+            "a full batch of the slowest calls does not fit the executor's timeout; the records \
+             that do not fit are given back unstarted ({EXECUTOR_BATCH_SIZE_VAR})"
+        );
+    }
+    Ok(Some(ExecutorFit {
+        limits,
+        max_call_ms,
+        worst_batch_ms,
+    }))
 }
 
 /// The App in memory with the HTTP tool client (the local run).
@@ -354,6 +450,101 @@ pipelines:
         ));
         std::fs::create_dir_all(&dir).unwrap();
         dir
+    }
+
+    /// The test manifest with the crm connector's `timeout_ms` set.
+    fn manifest_with_timeout(timeout_ms: u64) -> Manifest {
+        let text = MANIFEST.replace(
+            "    base_url: https://crm.example\n",
+            &format!("    base_url: https://crm.example\n    timeout_ms: {timeout_ms}\n"),
+        );
+        Manifest::parse(&text, "limits.yaml").expect("manifest")
+    }
+
+    fn limits(timeout: &str, visibility: &str, batch: &str) -> Vec<(&'static str, String)> {
+        vec![
+            (EXECUTOR_TIMEOUT_VAR, timeout.to_owned()),
+            (STAGE_QUEUE_VISIBILITY_VAR, visibility.to_owned()),
+            (EXECUTOR_BATCH_SIZE_VAR, batch.to_owned()),
+        ]
+    }
+
+    fn check(
+        pairs: &[(&'static str, String)],
+        config: &ReliabilityConfig,
+        manifest: &Manifest,
+    ) -> Result<Option<ExecutorFit>, StartupError> {
+        let map: HashMap<&str, String> = pairs.iter().cloned().collect();
+        let flush = std::time::Duration::from_secs(10);
+        validate_executor(|n| map.get(n).cloned(), config, manifest, flush)
+    }
+
+    #[test]
+    fn a_connector_timeout_over_the_function_timeout_fails_naming_both() {
+        let config = ReliabilityConfig::from_lookup(|_| None).unwrap();
+        let manifest = manifest_with_timeout(120_000);
+        let err = check(&limits("90", "540", "10"), &config, &manifest).unwrap_err();
+        let shown = err.to_string();
+        assert!(shown.contains("timeout_ms 120000 ms"), "{shown}");
+        assert!(
+            shown.contains("SLUICE_EXECUTOR_TIMEOUT_SECONDS=90 s"),
+            "{shown}"
+        );
+        assert!(shown.contains("connector crm"), "{shown}");
+        // 2 s + 5 s reserved around the call, 10 s of flush: 73 s of call fits 90 s, 74 does not.
+        assert!(check(
+            &limits("90", "540", "1"),
+            &config,
+            &manifest_with_timeout(73_000)
+        )
+        .is_ok());
+        assert!(check(
+            &limits("90", "540", "1"),
+            &config,
+            &manifest_with_timeout(73_001)
+        )
+        .is_err());
+    }
+
+    #[test]
+    fn visibility_and_lease_must_cover_the_function_timeout() {
+        let config = ReliabilityConfig::from_lookup(|_| None).unwrap();
+        let manifest = manifest_with_timeout(5_000);
+        let err = check(&limits("90", "60", "10"), &config, &manifest).unwrap_err();
+        let shown = err.to_string();
+        assert!(
+            shown.contains("SLUICE_STAGE_QUEUE_VISIBILITY_TIMEOUT_SECONDS=60 s")
+                && shown.contains("SLUICE_EXECUTOR_TIMEOUT_SECONDS=90 s"),
+            "{shown}"
+        );
+        let short_lease = ReliabilityConfig::from_lookup(|n| {
+            (n == "EXECUTION_LEASE_SECONDS").then(|| "60".into())
+        })
+        .unwrap();
+        let err = check(&limits("90", "540", "10"), &short_lease, &manifest).unwrap_err();
+        let shown = err.to_string();
+        assert!(
+            shown.contains("EXECUTION_LEASE_SECONDS=60 s") && shown.contains("=90 s"),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn the_template_values_fit_and_the_worst_batch_is_computed() {
+        let config = ReliabilityConfig::from_lookup(|_| None).unwrap();
+        let manifest = manifest_with_timeout(10_000);
+        let fit = check(&limits("90", "540", "10"), &config, &manifest)
+            .unwrap()
+            .expect("limits set");
+        assert_eq!(fit.max_call_ms, 10_000);
+        // 3 rounds of (2 + 10 + 5) s, then a 10 s flush.
+        assert_eq!(fit.worst_batch_ms, 3 * 17_000 + 10_000);
+        assert!(
+            check(&[], &config, &manifest).unwrap().is_none(),
+            "local run"
+        );
+        let err = check(&limits("90", "540", "10")[..2], &config, &manifest).unwrap_err();
+        assert!(err.to_string().contains(EXECUTOR_BATCH_SIZE_VAR), "{err}");
     }
 
     #[test]

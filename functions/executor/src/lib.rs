@@ -10,14 +10,28 @@
 //! SQS trigger deletes it: the use case never deletes a record itself. A deferral or a retry
 //! sends its own copy of the message before the record is reported, which is the same as
 //! `StageQueue::defer` with the delete left to the trigger.
+//!
+//! # Time budget
+//!
+//! The batch runs within [`budget_for`]: the invocation's deadline (the Lambda context's)
+//! minus what the alert flush may take after the records. A record whose stage cannot finish
+//! before it (its connector's full timeout plus the reserves around the call) is not started
+//! and is reported as a batch item failure: SQS delivers it again once its visibility timeout
+//! lapses, and that receive counts toward the DLQ redrive. A failure rather than a deferral
+//! (a re-sent copy, which would not count) because near the deadline there may be no time for
+//! one more request per record, and because validation at cold start
+//! (`sluice::startup::validate_executor`) makes sure a record always fits an invocation of its
+//! own, so only a record that keeps landing behind slow ones in full batches can run out of
+//! receives.
 
 use std::collections::HashMap;
+use std::time::{Duration, Instant, SystemTime};
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use sluice::app::App;
 use sluice::domain::ids::HolderId;
 use sluice::ports::{Backend, ReceivedMessage, StageMessage, ToolClient};
-use sluice::usecases::execute::run_batch;
+use sluice::usecases::execute::{run_batch_within, Budget};
 
 /// The SQS attribute with the number of receives.
 const RECEIVE_COUNT: &str = "ApproximateReceiveCount";
@@ -54,11 +68,23 @@ pub fn received_message(record: &SqsMessage) -> Result<ReceivedMessage, RecordEr
     })
 }
 
-/// Runs every record of `event` as `worker` and says which ones SQS should deliver again.
+/// The budget of an invocation whose deadline is `deadline` (wall clock), keeping `flush` (the
+/// alert flush's bound) for after the records.
+pub fn budget_for(deadline: SystemTime, flush: Duration) -> Budget {
+    let left = deadline
+        .duration_since(SystemTime::now())
+        .unwrap_or_default()
+        .saturating_sub(flush);
+    Budget::until(Instant::now() + left)
+}
+
+/// Runs every record of `event` as `worker` within `budget` and says which ones SQS should
+/// deliver again.
 pub async fn handle<B: Backend, T: ToolClient>(
     app: &App<B, T>,
     worker: &HolderId,
     event: SqsEvent,
+    budget: &Budget,
 ) -> SqsBatchResponse {
     let mut response = SqsBatchResponse::default();
     let mut message_ids: HashMap<String, String> = HashMap::new();
@@ -83,7 +109,7 @@ pub async fn handle<B: Backend, T: ToolClient>(
             }
         }
     }
-    for (receipt, result) in run_batch(app, worker, messages).await {
+    for (receipt, result) in run_batch_within(app, worker, messages, budget).await {
         let message_id = message_ids.get(&receipt).cloned().unwrap_or_default();
         match result {
             Ok(_) => {}
@@ -185,16 +211,48 @@ mod tests {
         let worker = HolderId::random();
 
         // Unknown executions are acknowledged; the future one is deferred (a copy is sent).
-        let response = handle(&app, &worker, event(EVENT)).await;
+        let budget = Budget::unlimited();
+        let response = handle(&app, &worker, event(EVENT), &budget).await;
         assert!(response.batch_item_failures.is_empty());
         assert_eq!(app.backend.queue.len(), 1, "the deferred copy");
 
-        let response = handle(&app, &worker, event(MALFORMED)).await;
+        let response = handle(&app, &worker, event(MALFORMED), &budget).await;
         let failed: Vec<&str> = response
             .batch_item_failures
             .iter()
             .map(|f| f.item_identifier.as_str())
             .collect();
         assert_eq!(failed, ["9d1c0b7e-0000-4000-8000-00000000bad1"]);
+    }
+
+    #[tokio::test]
+    async fn records_past_the_deadline_are_batch_item_failures() {
+        let clock = FakeClock::at(Timestamp::from_secs(1_767_225_000));
+        let manifest = Manifest::parse(MANIFEST, "sluice.example.yaml").unwrap();
+        let config = ReliabilityConfig::from_lookup(|_| None).unwrap();
+        let app = sluice::startup::memory_app(
+            manifest,
+            Secrets::default(),
+            config,
+            Arc::new(clock.clone()) as Arc<dyn Clock>,
+        );
+        // The deadline is 5 s away, and the flush keeps 10 s of it: nothing may start.
+        let deadline = SystemTime::now() + Duration::from_secs(5);
+        let budget = budget_for(deadline, Duration::from_secs(10));
+        assert_eq!(budget.remaining(), Some(Duration::ZERO));
+        let response = handle(&app, &HolderId::random(), event(EVENT), &budget).await;
+        let failed: Vec<&str> = response
+            .batch_item_failures
+            .iter()
+            .map(|f| f.item_identifier.as_str())
+            .collect();
+        let sent = event(EVENT);
+        let all: Vec<&str> = sent
+            .records
+            .iter()
+            .map(|r| r.message_id.as_deref().unwrap())
+            .collect();
+        assert_eq!(failed, all);
+        assert_eq!(app.backend.queue.len(), 0, "nothing was sent");
     }
 }

@@ -230,3 +230,45 @@ fn every_route_of_the_http_api_is_throttled_by_parameters() {
     // No route overrides them (a per-route setting would bypass the default).
     assert!(apis[0].1.get("RouteSettings").is_none());
 }
+
+#[test]
+fn the_executor_is_told_its_own_timeout_visibility_and_batch_size() {
+    let doc = template();
+    let executor = &doc["Resources"]["ExecutorFunction"]["Properties"];
+    let vars = &executor["Environment"]["Variables"];
+    let var = |name: &str| -> u64 {
+        let text = vars[name]
+            .as_str()
+            .unwrap_or_else(|| panic!("{name} is a string"));
+        text.parse()
+            .unwrap_or_else(|_| panic!("{name}={text} is a number"))
+    };
+    let number = |v: &Value, what: &str| v.as_u64().unwrap_or_else(|| panic!("{what}"));
+    assert_eq!(
+        var(crate::config::EXECUTOR_TIMEOUT_VAR),
+        number(&executor["Timeout"], "executor Timeout")
+    );
+    let queue = &doc["Resources"]["StageQueue"]["Properties"];
+    assert_eq!(
+        var(crate::config::STAGE_QUEUE_VISIBILITY_VAR),
+        number(&queue["VisibilityTimeout"], "VisibilityTimeout")
+    );
+    let trigger = &executor["Events"]["Stages"]["Properties"];
+    assert_eq!(
+        var(crate::config::EXECUTOR_BATCH_SIZE_VAR),
+        number(&trigger["BatchSize"], "BatchSize")
+    );
+    // And they pass the executor's cold-start check with the example manifest.
+    let lookup = |name: &str| vars[name].as_str().map(str::to_owned);
+    let config = crate::config::ReliabilityConfig::from_lookup(lookup).expect("config");
+    let manifest = crate::manifest::Manifest::parse(
+        include_str!("../../../infra/sluice.example.yaml"),
+        "sluice.example.yaml",
+    )
+    .expect("example manifest");
+    let flush = std::time::Duration::from_secs(20);
+    let fit = crate::startup::validate_executor(lookup, &config, &manifest, flush)
+        .expect("the template's limits fit")
+        .expect("the template sets them");
+    assert!(fit.worst_batch_ms <= 90_000, "{fit:?}");
+}

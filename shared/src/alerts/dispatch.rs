@@ -430,8 +430,9 @@ impl<S: AlertStore> Alerter<S> {
         }
     }
 
-    /// The longest one delivery's attempts and backoffs can take, plus [`FLUSH_SLACK`].
-    fn delivery_bound(&self) -> Duration {
+    /// The longest one delivery's attempts and backoffs can take, plus [`FLUSH_SLACK`]: what
+    /// [`Alerter::flush`] may wait (the executor keeps it out of its time budget).
+    pub fn delivery_bound(&self) -> Duration {
         let config = &self.inner.config;
         let attempts = config.attempts();
         let backoff_steps: u32 = (1..attempts).map(|n| n.min(MAX_BACKOFF_STEPS)).sum();

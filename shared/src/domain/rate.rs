@@ -1,12 +1,19 @@
 //! The per-source intake rate window. Deliveries over the limit are delayed into later
 //! one-minute windows, never dropped: each window admits at most `limit` deliveries, spread
 //! evenly across its minute.
+//!
+//! # The backlog
+//!
+//! Delayed deliveries take *positions* of a per-source backlog: position `p` (under `limit`)
+//! is the `p % limit + 1`-th slot of window `p / limit`, at `p % limit` sixtieths-of-a-minute
+//! / `limit` into it ([`backlog_slot`], [`decision_for`]). The store keeps the next free position
+//! (with the limit it was counted under), and a delivery takes it and moves it on by one in a
+//! single conditional write, however long the backlog; a backlog that fell behind the clock
+//! (its next position is before the next window, [`backlog_floor`]) or was counted under
+//! another limit starts again at the next window. Each delayed delivery is also counted in its
+//! window's counter, so the deliveries within the rate in that minute leave room for it.
 
 use super::time::Timestamp;
-
-/// How many minutes ahead an over-limit delivery may be scheduled before it is parked at the
-/// horizon (still counted and delayed, never dropped).
-pub const MAX_HORIZON_MINUTES: i64 = 60;
 
 /// The answer for one delivery.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,6 +43,30 @@ pub fn decision_for(window: i64, count: u32, limit: u32, now: Timestamp) -> Rate
     }
 }
 
+/// The first backlog position a delivery over the limit may take at `now`: the first slot of
+/// the next window.
+pub fn backlog_floor(now: Timestamp, limit: u32) -> i64 {
+    (window_of(now) + 1) * i64::from(limit.max(1))
+}
+
+/// The window of backlog position `position` and the delivery's count (from 1) within it.
+pub fn backlog_slot(position: i64, limit: u32) -> (i64, u32) {
+    let limit = i64::from(limit.max(1));
+    let count = position.rem_euclid(limit) + 1;
+    (position.div_euclid(limit), count as u32)
+}
+
+/// The position a delivery takes when the backlog's stored next position is `stored` (with the
+/// limit it was counted under): that one while it is still ahead under the same limit, else
+/// the [`backlog_floor`].
+pub fn backlog_position(stored: Option<(i64, u32)>, limit: u32, now: Timestamp) -> i64 {
+    let floor = backlog_floor(now, limit);
+    match stored {
+        Some((next, counted_under)) if counted_under == limit && next >= floor => next,
+        _ => floor,
+    }
+}
+
 /// When a window's counter item may be removed by TTL (epoch seconds).
 pub fn window_expiry(window: i64) -> i64 {
     (window + 1) * 60 + 3600
@@ -44,6 +75,20 @@ pub fn window_expiry(window: i64) -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn backlog_positions_fill_later_windows_in_order() {
+        let now = Timestamp::from_secs(600 + 15);
+        assert_eq!(backlog_floor(now, 30), 11 * 30);
+        assert_eq!(backlog_slot(11 * 30, 30), (11, 1));
+        assert_eq!(backlog_slot(11 * 30 + 29, 30), (11, 30));
+        assert_eq!(backlog_slot(12 * 30, 30), (12, 1));
+        // Ahead under the same limit: kept; behind, or under another limit: the floor.
+        assert_eq!(backlog_position(Some((500, 30)), 30, now), 500);
+        assert_eq!(backlog_position(Some((300, 30)), 30, now), 330);
+        assert_eq!(backlog_position(Some((500, 20)), 30, now), 330);
+        assert_eq!(backlog_position(None, 30, now), 330);
+    }
 
     #[test]
     fn current_window_is_within_later_ones_are_spread() {

@@ -44,7 +44,8 @@
 //! `unauthorized`; 403 `forbidden` (another tenant's tenant switch); 404 `not_found`; 405
 //! `method_not_allowed`; 409 `missing_stage_output` (a replay from a later stage needs an
 //! earlier stage's output the original never produced), `conflict` (the execution's pipeline is
-//! no longer configured); 413 `payload_too_large` (body over 16 KiB); 503 `unavailable` (a
+//! no longer configured); 413 `payload_too_large` (body over 16 KiB, or a replay whose
+//! payload and carried outputs exceed the ledger's 64 KiB event cap); 503 `unavailable` (a
 //! backend failed; retry).
 //!
 //! Replays: a replay is a new execution (random id) of the same tenant, source, pipeline and run
@@ -55,7 +56,20 @@
 //! attempts: the replay starts no earlier than the cooldown after the latest attempt this API
 //! knows of for the original (its own start, and the start of every replay already requested
 //! from it); a replay inside that window is accepted and delayed (`"status": "delayed"`), never
-//! refused. A replay is not idempotent: a client that retries after a 503 may create two.
+//! refused. Concurrent replays of one original cannot both take one slot: the REPLAY_REQUESTED
+//! event that records a replay's start is appended to the original's ledger at the sequence
+//! number after the events the start was computed from, a conditional write; the loser of a
+//! race re-reads the ledger and computes its start after the winner's. So replays of one
+//! original start at least `COOLDOWN_SECONDS` apart, however many arrive at once.
+//!
+//! Replay writes, in order: sizes checked first (the new RECEIVED event, payload and carried
+//! outputs, must fit the ledger's cap: else 413 and nothing stored); the slot reserved
+//! (REPLAY_REQUESTED on the original); the new ledger's RECEIVED (before the execution exists,
+//! so an execution never lacks its payload); the execution; its start stage; REPLAY_CREATED
+//! (and DELAYED); the message; QUEUED. A failure after the reservation answers 503 and leaves
+//! the REPLAY_REQUESTED audit event (the slot stays taken, a retry is spaced after it) and at
+//! most an execution that the sweeper re-queues and that runs with its payload. A replay is not
+//! idempotent: a client that retries after a 503 may create two.
 //!
 //! Limit overrides: `PUT /v1/connectors/{id}/limit` with `{"limit": 1..=10000, "reason"}`
 //! replaces the manifest's `concurrency_limit` of the connector for every admission from then
@@ -79,7 +93,8 @@ use crate::edge::{Claims, EdgeRequest, EdgeResponse};
 use crate::error::StoreError;
 use crate::manifest::{Manifest, PipelineSpec};
 use crate::ports::{
-    Backend, ConnectorStore, ExecutionStore, Ledger, StageMessage, StageQueue, ToolClient, MAX_PAGE,
+    stored_detail, Backend, ConnectorStore, ExecutionStore, Ledger, StageMessage, StageQueue,
+    ToolClient, MAX_PAGE,
 };
 use crate::telemetry;
 
@@ -113,6 +128,10 @@ pub enum ApiError {
     /// The body is larger than [`MAX_BODY_BYTES`].
     #[error("the request body is larger than {MAX_BODY_BYTES} bytes")]
     PayloadTooLarge,
+    /// What the request would store exceeds a limit of the store (a replay whose carried
+    /// payload and outputs do not fit one ledger event).
+    #[error("{0}")]
+    TooLargeToStore(String),
     /// The configuration no longer has what the request needs (a pipeline removed since the
     /// execution ran).
     #[error("{0}")]
@@ -137,7 +156,7 @@ impl ApiError {
             ApiError::NotFound(_) => 404,
             ApiError::MethodNotAllowed { .. } => 405,
             ApiError::BadRequest { .. } => 400,
-            ApiError::PayloadTooLarge => 413,
+            ApiError::PayloadTooLarge | ApiError::TooLargeToStore(_) => 413,
             ApiError::Conflict(_) | ApiError::MissingStageOutput(_) => 409,
             ApiError::Store(_) | ApiError::Unavailable(_) => 503,
         }
@@ -151,7 +170,7 @@ impl ApiError {
             ApiError::NotFound(_) => "not_found",
             ApiError::MethodNotAllowed { .. } => "method_not_allowed",
             ApiError::BadRequest { code, .. } => code,
-            ApiError::PayloadTooLarge => "payload_too_large",
+            ApiError::PayloadTooLarge | ApiError::TooLargeToStore(_) => "payload_too_large",
             ApiError::Conflict(_) => "conflict",
             ApiError::MissingStageOutput(_) => "missing_stage_output",
             ApiError::Store(_) | ApiError::Unavailable(_) => "unavailable",
@@ -532,14 +551,42 @@ async fn replay<B: Backend, T: ToolClient>(
     let ledger = app.backend.ledger();
     let original_events = ledger.events(&original.id).await?;
     let carried = carried_outputs(&app.manifest, pipeline, stage, &original_events)?;
-    let now = app.clock.now();
-    let next_start = app
-        .config
-        .retry
-        .next_attempt_at(latest_attempt_start(&original, &original_events));
-    let not_before = (now < next_start).then_some(next_start);
 
+    // The new execution's RECEIVED event: the payload and the outputs of the stages it skips
+    // (the executor renders templates from them). Checked against the ledger's cap before
+    // anything is written: too large is 413 with nothing stored, not a 503 and an orphan.
+    let payload = original_events
+        .iter()
+        .find(|e| e.kind == EventKind::Received)
+        .and_then(|e| e.detail.get("payload"))
+        .cloned()
+        .unwrap_or(Value::Null);
+    let mut received = json!({ "payload": payload, "replay_of": original.id });
+    if !carried.is_empty() {
+        received["stages"] = Value::Object(carried);
+    }
+    if let Err(StoreError::InvalidInput { detail, .. }) = stored_detail("replay", &received) {
+        return Err(ApiError::TooLargeToStore(format!(
+            "the replay's payload and carried stage outputs do not fit one ledger event \
+             ({detail}); replay from an earlier stage"
+        )));
+    }
+
+    let now = app.clock.now();
     let new_id = ExecutionId::random();
+    let not_before = reserve_start(
+        app,
+        &original,
+        original_events,
+        claims,
+        &reason,
+        stage,
+        &new_id,
+        now,
+    )
+    .await?;
+
+    append_next(ledger, &new_id, 1, EventKind::Received, None, received, now).await?;
     let new = NewExecution {
         id: new_id.clone(),
         tenant: original.tenant.clone(),
@@ -583,19 +630,7 @@ async fn replay<B: Backend, T: ToolClient>(
         }
     }
 
-    // The new execution's ledger: the payload and the outputs of the stages it skips (the
-    // executor renders templates from them), then who asked and why.
-    let payload = original_events
-        .iter()
-        .find(|e| e.kind == EventKind::Received)
-        .and_then(|e| e.detail.get("payload"))
-        .cloned()
-        .unwrap_or(Value::Null);
-    let mut received = json!({ "payload": payload, "replay_of": original.id });
-    if !carried.is_empty() {
-        received["stages"] = Value::Object(carried);
-    }
-    let mut seq = append_next(ledger, &new_id, 1, EventKind::Received, None, received, now).await?;
+    // Then who asked and why.
     let mut created = json!({
         "requested_by": claims.subject,
         "replay_reason": reason,
@@ -606,10 +641,10 @@ async fn replay<B: Backend, T: ToolClient>(
     if let Some(nb) = not_before {
         created["not_before_ms"] = json!(nb.as_millis());
     }
-    seq = append_next(
+    let seq = append_next(
         ledger,
         &new_id,
-        seq + 1,
+        2,
         EventKind::ReplayCreated,
         Some(stage),
         created,
@@ -632,28 +667,6 @@ async fn replay<B: Backend, T: ToolClient>(
         )
         .await?;
     }
-
-    // The original's ledger: the audit record of the request.
-    let mut requested = json!({
-        "requested_by": claims.subject,
-        "replay_reason": reason,
-        "replay_execution_id": new_id,
-        "from_stage": stage,
-    });
-    if let Some(nb) = not_before {
-        requested["not_before_ms"] = json!(nb.as_millis());
-    }
-    let next_seq = original_events.last().map_or(1, |e| e.seq + 1);
-    append_next(
-        ledger,
-        &original.id,
-        next_seq,
-        EventKind::ReplayRequested,
-        None,
-        requested,
-        now,
-    )
-    .await?;
 
     let message = StageMessage {
         execution_id: new_id.clone(),
@@ -699,6 +712,60 @@ async fn replay<B: Backend, T: ToolClient>(
         answer["delay_seconds"] = json!(now.secs_until(nb));
     }
     Ok(EdgeResponse::json(202, answer))
+}
+
+/// How many times a replay recomputes its start after losing the original's next sequence
+/// number to another writer (a concurrent replay, or the original's own worker).
+const RESERVE_TRIES: usize = 64;
+
+/// Reserves the replay's start: the cooldown after the latest attempt known from `events`, or
+/// now, recorded as REPLAY_REQUESTED at the sequence number after `events` (a conditional
+/// write). When another writer took that number, the ledger is read again and the start
+/// recomputed from what it wrote. The start, when it is later than `now`.
+#[allow(clippy::too_many_arguments)]
+async fn reserve_start<B: Backend, T: ToolClient>(
+    app: &App<B, T>,
+    original: &ExecutionRecord,
+    mut events: Vec<LedgerEvent>,
+    claims: &Claims,
+    reason: &str,
+    stage: u32,
+    new_id: &ExecutionId,
+    now: Timestamp,
+) -> Result<Option<Timestamp>, ApiError> {
+    let ledger = app.backend.ledger();
+    for _ in 0..RESERVE_TRIES {
+        let next_start = app
+            .config
+            .retry
+            .next_attempt_at(latest_attempt_start(original, &events));
+        let not_before = (now < next_start).then_some(next_start);
+        let mut requested = json!({
+            "requested_by": claims.subject,
+            "replay_reason": reason,
+            "replay_execution_id": new_id,
+            "from_stage": stage,
+        });
+        if let Some(nb) = not_before {
+            requested["not_before_ms"] = json!(nb.as_millis());
+        }
+        let event = LedgerEvent {
+            execution_id: original.id.clone(),
+            seq: events.last().map_or(1, |e| e.seq + 1),
+            at: now,
+            kind: EventKind::ReplayRequested,
+            stage: None,
+            detail: requested,
+        };
+        match ledger.append(event).await? {
+            AppendOutcome::Appended => return Ok(not_before),
+            AppendOutcome::SeqTaken(_) => events = ledger.events(&original.id).await?,
+        }
+    }
+    Err(ApiError::Unavailable(format!(
+        "the ledger of {} kept changing; replay again",
+        original.id
+    )))
 }
 
 /// The start of the latest whole-pipeline attempt known from `original` and its ledger: its
@@ -2009,6 +2076,66 @@ pipelines:
             let r = f.call("POST", &path, Some("acme"), body).await;
             assert_eq!((r.status, code(&r)), (400, "invalid_stage"), "{from}");
         }
+    }
+
+    #[tokio::test]
+    async fn a_replay_too_large_for_the_ledger_is_413_and_stores_nothing() {
+        let f = fixture();
+        let now = f.app.clock.now();
+        let tenant = TenantId::parse("acme").unwrap();
+        let new = NewExecution {
+            id: ExecutionId::random(),
+            tenant: tenant.clone(),
+            source: SourceId::parse("gh").unwrap(),
+            pipeline: PipelineName::parse("review").unwrap(),
+            run_key: RunKey::parse("big").unwrap(),
+            replay_of: None,
+            not_before: None,
+        };
+        let executions = f.app.backend.executions();
+        let CreateOutcome::Created(original) = executions.create(new, now).await.unwrap() else {
+            panic!("fresh id");
+        };
+        // A 30 KiB payload and a 40 KiB output of the stage a replay from "ping" skips: each
+        // fits its own event, together they do not fit one.
+        let ledger = f.app.backend.ledger();
+        let event = |seq, kind, detail| LedgerEvent {
+            execution_id: original.id.clone(),
+            seq,
+            at: now,
+            kind,
+            stage: (seq > 1).then_some(0),
+            detail,
+        };
+        let payload = json!({ "after": "big", "blob": "p".repeat(30 * 1024) });
+        let output = json!({ "id": 1, "blob": "o".repeat(40 * 1024) });
+        let received = event(1, EventKind::Received, json!({ "payload": payload }));
+        ledger.append(received).await.unwrap();
+        let succeeded = event(2, EventKind::ToolSucceeded, json!({ "output": output }));
+        ledger.append(succeeded).await.unwrap();
+        f.clock.advance_secs(10_000);
+
+        let path = format!("/v1/executions/{}/replay", original.id);
+        let body = json!({"replay_reason": "retry notify", "from_stage": "ping"});
+        let r = f.call("POST", &path, Some("acme"), body).await;
+        assert_eq!(
+            (r.status, code(&r)),
+            (413, "payload_too_large"),
+            "{}",
+            r.body
+        );
+        let message = r.body["error"]["message"].as_str().unwrap();
+        assert!(message.contains("65536-byte limit"), "{message}");
+        // Nothing stored: no execution besides the original, its ledger untouched, no message.
+        let page = executions.list(&tenant, None, 10, None).await.unwrap();
+        assert_eq!(page.items.len(), 1);
+        assert_eq!(f.events(original.id.as_str()).await.len(), 2);
+        assert_eq!(f.app.backend.queue.len(), 0);
+        // From the top nothing is carried: it fits.
+        let r = f
+            .call("POST", &path, Some("acme"), json!({"replay_reason": "top"}))
+            .await;
+        assert_eq!(r.status, 202, "{}", r.body);
     }
 
     #[tokio::test]

@@ -24,6 +24,16 @@
 //! one execution at the same time: [`run_batch`] runs the messages of one execution one after
 //! another.
 //!
+//! # Time budget
+//!
+//! [`run_batch_within`] and [`run_message_within`] run under a [`Budget`] (the Lambda
+//! deadline; none in the local run): a stage is not started unless its tool call, at the
+//! connector's full timeout, and [`BEFORE_CALL_RESERVE`] + [`AFTER_CALL_RESERVE`] fit before the
+//! deadline ([`ExecuteError::OutOfTime`], retryable, nothing written, the lease given back).
+//! After the call, a retryable ledger failure is retried in process ([`append_backoff`], at
+//! most [`POST_CALL_APPEND_ATTEMPTS`] attempts, within the budget) before the message is given
+//! back: the redelivery would call the tool again (docs/architecture.md, "the crash window").
+//!
 //! # Ordering of writes
 //!
 //! Ledger events are written while the lease is held, before the record write that releases it,
@@ -33,6 +43,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
+use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use serde_json::{json, Value as Json};
@@ -75,6 +86,108 @@ const POLL_VISIBILITY_SECS: u32 = 60;
 const POLL_WAIT_SECS: u32 = 1;
 /// Local poll loop: how long a message that failed with a retryable error stays hidden.
 const POLL_RETRY_SECS: u32 = 5;
+
+/// Time a record keeps in hand before its tool call: lease, pipeline slot, ledger read,
+/// STAGE_STARTED, admission, TOOL_CALLED.
+pub const BEFORE_CALL_RESERVE: Duration = Duration::from_secs(2);
+/// Time a record keeps in hand after its tool call: settle, the outcome's appends (retried in
+/// process, see [`append_backoff`]), the record write, the next stage's message.
+pub const AFTER_CALL_RESERVE: Duration = Duration::from_secs(5);
+/// Attempts at one ledger append after the tool call (the first included), when the budget
+/// leaves room for them.
+pub const POST_CALL_APPEND_ATTEMPTS: u32 = 8;
+/// What one store request is given when deciding whether a retry still fits the budget.
+const REQUEST_ALLOWANCE: Duration = Duration::from_millis(500);
+
+/// The wait before retry `n` (from 1) of an append after the tool call: 100 ms doubling, at
+/// most 1.6 s.
+pub fn append_backoff(n: u32) -> Duration {
+    Duration::from_millis(100 << n.saturating_sub(1).min(4))
+}
+
+/// The wall-clock time an invocation has left: the Lambda context's deadline (minus what the
+/// handler keeps for itself), or none in the local run. A record is only started when its tool
+/// call, at its full timeout, and the writes around it ([`BEFORE_CALL_RESERVE`],
+/// [`AFTER_CALL_RESERVE`]) fit before the deadline; the appends after a call are retried only
+/// while the retry fits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Budget {
+    deadline: Option<Instant>,
+    before_call: Duration,
+    after_call: Duration,
+}
+
+impl Default for Budget {
+    fn default() -> Self {
+        Self::unlimited()
+    }
+}
+
+impl Budget {
+    /// No deadline (the local run, tests).
+    pub fn unlimited() -> Self {
+        Self {
+            deadline: None,
+            before_call: BEFORE_CALL_RESERVE,
+            after_call: AFTER_CALL_RESERVE,
+        }
+    }
+
+    /// Work must be done by `deadline`.
+    pub fn until(deadline: Instant) -> Self {
+        Self {
+            deadline: Some(deadline),
+            ..Self::unlimited()
+        }
+    }
+
+    /// The same deadline with other reserves around a tool call (tests use small ones).
+    pub fn with_reserves(self, before_call: Duration, after_call: Duration) -> Self {
+        Self {
+            before_call,
+            after_call,
+            ..self
+        }
+    }
+
+    /// The deadline, if any.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.deadline
+    }
+
+    /// Time left before the deadline (`None`: no deadline).
+    pub fn remaining(&self) -> Option<Duration> {
+        self.deadline
+            .map(|d| d.saturating_duration_since(Instant::now()))
+    }
+
+    /// What a stage whose tool call may take `call_timeout` needs: the call and both reserves.
+    pub fn need_for(&self, call_timeout: Duration) -> Duration {
+        self.before_call + call_timeout + self.after_call
+    }
+
+    /// `Err((needed, remaining))` when a stage with this call timeout cannot finish in time.
+    pub fn check_call(&self, call_timeout: Duration) -> Result<(), (Duration, Duration)> {
+        let needed = self.need_for(call_timeout);
+        match self.remaining() {
+            Some(remaining) if remaining < needed => Err((needed, remaining)),
+            _ => Ok(()),
+        }
+    }
+
+    /// How long a call starting now may take and still leave the after-call reserve before the
+    /// deadline (`None`: no deadline).
+    pub fn call_room(&self) -> Option<Duration> {
+        self.remaining()
+            .map(|remaining| remaining.saturating_sub(self.after_call))
+    }
+
+    /// Whether waiting `wait` and then making one more request still fits.
+    fn fits_retry(&self, wait: Duration) -> bool {
+        self.remaining()
+            .is_none_or(|remaining| remaining > wait + REQUEST_ALLOWANCE)
+    }
+}
 
 /// Why a message was put off (re-sent with a later `not_before`) without spending an attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -216,6 +329,17 @@ pub enum ExecuteError {
         what: &'static str,
         execution_id: ExecutionId,
     },
+    /// The invocation's time budget cannot fit this stage's tool call and the writes around
+    /// it: the stage was not started (nothing written, the lease given back).
+    #[error(
+        "{execution_id} not started: its tool call needs {needed_ms} ms of the {remaining_ms} ms \
+         left before the deadline"
+    )]
+    OutOfTime {
+        execution_id: ExecutionId,
+        needed_ms: u64,
+        remaining_ms: u64,
+    },
 }
 
 impl ExecuteError {
@@ -223,7 +347,7 @@ impl ExecuteError {
     pub fn is_retryable(&self) -> bool {
         match self {
             ExecuteError::Store { source, .. } => source.is_retryable(),
-            ExecuteError::Contention { .. } => true,
+            ExecuteError::Contention { .. } | ExecuteError::OutOfTime { .. } => true,
         }
     }
 }
@@ -253,7 +377,18 @@ pub async fn run_message<B: Backend, T: ToolClient>(
     received: &ReceivedMessage,
     worker: &HolderId,
 ) -> Result<Disposition, ExecuteError> {
-    let result = run(app, &received.message, worker).await;
+    run_message_within(app, received, worker, &Budget::unlimited()).await
+}
+
+/// [`run_message`] within `budget`: a stage whose tool call cannot finish before the deadline
+/// is not started ([`ExecuteError::OutOfTime`], retryable: the message comes back).
+pub async fn run_message_within<B: Backend, T: ToolClient>(
+    app: &App<B, T>,
+    received: &ReceivedMessage,
+    worker: &HolderId,
+    budget: &Budget,
+) -> Result<Disposition, ExecuteError> {
+    let result = run(app, &received.message, worker, budget).await;
     if let Ok(Disposition::Skipped { why }) = &result {
         app.metrics
             .count(telemetry::RUNS_SKIPPED, &[("Reason", why.as_str())]);
@@ -278,6 +413,7 @@ async fn run<B: Backend, T: ToolClient>(
     app: &App<B, T>,
     message: &StageMessage,
     worker: &HolderId,
+    budget: &Budget,
 ) -> Result<Disposition, ExecuteError> {
     let id = &message.execution_id;
     let now = app.clock.now();
@@ -314,6 +450,8 @@ async fn run<B: Backend, T: ToolClient>(
         worker,
         record,
         ledger: None,
+        budget: *budget,
+        called: false,
     };
     let result = run.stage(message).await;
     if result.is_err() {
@@ -424,6 +562,11 @@ struct StageRun<'a, B: Backend, T: ToolClient> {
     record: ExecutionRecord,
     /// Read on first use.
     ledger: Option<LedgerView>,
+    /// The invocation's time budget.
+    budget: Budget,
+    /// The tool was called: from here on a failed append is retried in process (within the
+    /// budget) before the message is given back, since a redelivery would call it again.
+    called: bool,
 }
 
 impl<'a, B: Backend, T: ToolClient> StageRun<'a, B, T> {
@@ -448,6 +591,17 @@ impl<'a, B: Backend, T: ToolClient> StageRun<'a, B, T> {
                 return self.block(reason, attempts, json!({})).await;
             }
         };
+
+        // Not started unless the call, at its full timeout, and the writes around it fit
+        // before the deadline: nothing is written, and the lease is given back (`abandon`).
+        let call_timeout = Duration::from_millis(plan.connector.timeout_ms);
+        if let Err((needed, remaining)) = self.budget.check_call(call_timeout) {
+            return Err(ExecuteError::OutOfTime {
+                execution_id: self.id().clone(),
+                needed_ms: needed.as_millis() as u64,
+                remaining_ms: remaining.as_millis() as u64,
+            });
+        }
 
         // The run's first stage: take a pipeline slot of the source. It is held until the run
         // ends (released at every terminal status) or its TTL runs out.
@@ -547,6 +701,21 @@ impl<'a, B: Backend, T: ToolClient> StageRun<'a, B, T> {
             }
         };
 
+        // The stage was started with room for the whole call; if the writes before it took more
+        // than their reserve, the call is cut short rather than cut off by the deadline (a
+        // timeout is an outcome the ledger and the breaker hear of; a killed invocation is not).
+        let mut request = request;
+        if let Some(room) = self.budget.call_room() {
+            let room_ms = (room.as_millis() as u64).max(1);
+            if room_ms < request.timeout_ms {
+                tracing::warn!(
+                    timeout_ms = request.timeout_ms,
+                    room_ms,
+                    "deadline near; the tool call's timeout is shortened to fit"
+                );
+                request.timeout_ms = room_ms;
+            }
+        }
         self.append(
             EventKind::ToolCalled,
             json!({
@@ -559,6 +728,7 @@ impl<'a, B: Backend, T: ToolClient> StageRun<'a, B, T> {
             }),
         )
         .await?;
+        self.called = true;
         let outcome = app.tools.call(&request).await;
         app.metrics.tool_call(
             request.connector.as_str(),
@@ -1066,13 +1236,18 @@ impl<'a, B: Backend, T: ToolClient> StageRun<'a, B, T> {
     /// The ledger view, read on first use.
     async fn view(&mut self) -> Result<&LedgerView, ExecuteError> {
         if self.ledger.is_none() {
-            let events = self
-                .app
-                .backend
-                .ledger()
-                .events(&self.record.id)
-                .await
-                .map_err(store("ledger.events", &self.record.id))?;
+            let mut failures = 0;
+            let events = loop {
+                match self.app.backend.ledger().events(&self.record.id).await {
+                    Ok(events) => break events,
+                    Err(error) => {
+                        match self.post_call_retry(&error, &mut failures, "ledger.events") {
+                            Some(wait) => tokio::time::sleep(wait).await,
+                            None => return Err(store("ledger.events", &self.record.id)(error)),
+                        }
+                    }
+                }
+            };
             let pipeline = self.app.manifest.pipelines.get(&self.record.pipeline);
             self.ledger = Some(LedgerView::read(&events, pipeline));
         }
@@ -1080,8 +1255,12 @@ impl<'a, B: Backend, T: ToolClient> StageRun<'a, B, T> {
     }
 
     /// Appends an event at the next sequence number; when another writer took it, re-reads the
-    /// ledger and tries once more.
+    /// ledger and tries once more. After the tool call, a retryable failure (a throttle, a
+    /// timeout) is retried here with [`append_backoff`] while the budget allows (at most
+    /// [`POST_CALL_APPEND_ATTEMPTS`] attempts): giving the message back would call the tool
+    /// again.
     async fn append(&mut self, kind: EventKind, detail: Json) -> Result<(), ExecuteError> {
+        let mut failures = 0;
         for _ in 0..2 {
             let seq = self.view().await?.next_seq;
             let event = LedgerEvent {
@@ -1092,27 +1271,67 @@ impl<'a, B: Backend, T: ToolClient> StageRun<'a, B, T> {
                 stage: Some(self.record.stage),
                 detail: detail.clone(),
             };
-            let outcome = self
-                .app
-                .backend
-                .ledger()
-                .append(event)
-                .await
-                .map_err(store("ledger.append", &self.record.id))?;
-            match outcome {
-                AppendOutcome::Appended => {
-                    if let Some(view) = &mut self.ledger {
-                        view.next_seq = seq + 1;
+            let outcome = loop {
+                match self.app.backend.ledger().append(event.clone()).await {
+                    Ok(outcome) => break outcome,
+                    Err(error) => {
+                        match self.post_call_retry(&error, &mut failures, "ledger.append") {
+                            Some(wait) => tokio::time::sleep(wait).await,
+                            None => return Err(store("ledger.append", &self.record.id)(error)),
+                        }
                     }
-                    return Ok(());
                 }
-                AppendOutcome::SeqTaken(_) => self.ledger = None,
+            };
+            match outcome {
+                // A retried attempt finds its own earlier write (the failure was a lost answer).
+                AppendOutcome::Appended => {}
+                AppendOutcome::SeqTaken(existing) if existing == event => {}
+                AppendOutcome::SeqTaken(_) => {
+                    self.ledger = None;
+                    continue;
+                }
             }
+            if let Some(view) = &mut self.ledger {
+                view.next_seq = seq + 1;
+            }
+            return Ok(());
         }
         Err(ExecuteError::Contention {
             what: "the ledger sequence",
             execution_id: self.record.id.clone(),
         })
+    }
+
+    /// After the tool call: how long to wait before trying a failed ledger request again, or
+    /// `None` to give up (not called yet, not retryable, out of attempts or of time).
+    fn post_call_retry(
+        &self,
+        error: &StoreError,
+        failures: &mut u32,
+        step: &'static str,
+    ) -> Option<Duration> {
+        if !self.called || !error.is_retryable() {
+            return None;
+        }
+        *failures += 1;
+        let wait = append_backoff(*failures);
+        if *failures >= POST_CALL_APPEND_ATTEMPTS || !self.budget.fits_retry(wait) {
+            tracing::warn!(
+                step,
+                failures = *failures,
+                error = %error,
+                "ledger write after the tool call still failing; giving the message back"
+            );
+            return None;
+        }
+        tracing::info!(
+            step,
+            failures = *failures,
+            wait_ms = wait.as_millis() as u64,
+            error = %error,
+            "ledger write after the tool call failed; retrying in process"
+        );
+        Some(wait)
     }
 }
 
@@ -1133,6 +1352,19 @@ pub async fn run_batch<B: Backend, T: ToolClient>(
     worker: &HolderId,
     messages: Vec<ReceivedMessage>,
 ) -> Vec<(String, Result<Disposition, ExecuteError>)> {
+    run_batch_within(app, worker, messages, &Budget::unlimited()).await
+}
+
+/// [`run_batch`] within `budget`. A message is not started once the deadline is too near for
+/// the reserves around any call ([`Budget::check_call`] with no call time), nor is a stage
+/// whose tool call, at its connector's full timeout, would not finish in time: both answer
+/// [`ExecuteError::OutOfTime`] (retryable: the Lambda reports them as batch item failures).
+pub async fn run_batch_within<B: Backend, T: ToolClient>(
+    app: &App<B, T>,
+    worker: &HolderId,
+    messages: Vec<ReceivedMessage>,
+    budget: &Budget,
+) -> Vec<(String, Result<Disposition, ExecuteError>)> {
     let mut groups: Vec<Vec<(usize, ReceivedMessage)>> = Vec::new();
     let mut group_of: HashMap<ExecutionId, usize> = HashMap::new();
     for (index, message) in messages.into_iter().enumerate() {
@@ -1148,7 +1380,22 @@ pub async fn run_batch<B: Backend, T: ToolClient>(
             .map(|group| async move {
                 let mut out = Vec::with_capacity(group.len());
                 for (index, message) in group {
-                    let result = run_message(app, &message, worker).await;
+                    let result = match budget.check_call(Duration::ZERO) {
+                        Ok(()) => run_message_within(app, &message, worker, budget).await,
+                        Err((needed, remaining)) => {
+                            let execution_id = message.message.execution_id.clone();
+                            tracing::info!(
+                                execution_id = %execution_id,
+                                remaining_ms = remaining.as_millis() as u64,
+                                "deadline near; record given back unstarted"
+                            );
+                            Err(ExecuteError::OutOfTime {
+                                execution_id,
+                                needed_ms: needed.as_millis() as u64,
+                                remaining_ms: remaining.as_millis() as u64,
+                            })
+                        }
+                    };
                     out.push((index, message.receipt, result));
                 }
                 out
@@ -1512,6 +1759,8 @@ pipelines:
 #[cfg(test)]
 mod tests {
     use serde_json::json;
+
+    use std::sync::Arc;
 
     use super::testkit::{failed, ok, timed_out, Harness};
     use super::*;
@@ -2209,6 +2458,179 @@ mod tests {
         let holder = pipeline_slot_holder(&long);
         assert_eq!(holder, pipeline_slot_holder(&long));
         assert!(holder.as_str().starts_with("hld_"));
+    }
+
+    /// A ledger that throttles the first `throttles` appends of TOOL_SUCCEEDED.
+    #[derive(Debug, Clone)]
+    struct ThrottledLedger {
+        inner: crate::adapters::memory::MemoryLedger,
+        throttles: Arc<std::sync::atomic::AtomicU32>,
+        refused: Arc<std::sync::atomic::AtomicU32>,
+    }
+
+    impl Ledger for ThrottledLedger {
+        async fn append(&self, event: LedgerEvent) -> crate::ports::StoreResult<AppendOutcome> {
+            use std::sync::atomic::Ordering;
+            if event.kind == EventKind::ToolSucceeded
+                && self
+                    .throttles
+                    .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                    .is_ok()
+            {
+                self.refused.fetch_add(1, Ordering::SeqCst);
+                return Err(StoreError::Throttled {
+                    operation: "ledger.append",
+                    source: "injected throttle".into(),
+                });
+            }
+            self.inner.append(event).await
+        }
+
+        async fn events(&self, id: &ExecutionId) -> crate::ports::StoreResult<Vec<LedgerEvent>> {
+            self.inner.events(id).await
+        }
+    }
+
+    /// The memory backend with [`ThrottledLedger`].
+    #[derive(Debug, Clone)]
+    struct ThrottledBackend {
+        memory: crate::adapters::backend::MemoryBackend,
+        ledger: ThrottledLedger,
+    }
+
+    impl Backend for ThrottledBackend {
+        type Deliveries = crate::adapters::memory::MemoryDeliveryStore;
+        type Executions = crate::adapters::memory::MemoryExecutionStore;
+        type Ledger = ThrottledLedger;
+        type Semaphores = crate::adapters::memory::MemorySemaphoreStore;
+        type Connectors = crate::adapters::memory::MemoryConnectorStore;
+        type Rate = crate::adapters::memory::MemoryRateLimiter;
+        type Queue = crate::adapters::memory::MemoryStageQueue;
+        type Alerts = crate::adapters::memory::MemoryAlertStore;
+        type Intake = crate::adapters::memory::MemoryIntakeStore;
+        fn deliveries(&self) -> &Self::Deliveries {
+            &self.memory.deliveries
+        }
+        fn executions(&self) -> &Self::Executions {
+            &self.memory.executions
+        }
+        fn ledger(&self) -> &Self::Ledger {
+            &self.ledger
+        }
+        fn semaphores(&self) -> &Self::Semaphores {
+            &self.memory.semaphores
+        }
+        fn connectors(&self) -> &Self::Connectors {
+            &self.memory.connectors
+        }
+        fn rate(&self) -> &Self::Rate {
+            &self.memory.rate
+        }
+        fn queue(&self) -> &Self::Queue {
+            &self.memory.queue
+        }
+        fn alerts(&self) -> &Self::Alerts {
+            &self.memory.alerts
+        }
+        fn intake(&self) -> &Self::Intake {
+            &self.memory.intake
+        }
+    }
+
+    /// Runs one single-stage (`probing`) execution whose TOOL_SUCCEEDED append is throttled
+    /// `throttles` times; the tools, the result, the refusals counted and the ledger.
+    async fn run_throttled(
+        throttles: u32,
+    ) -> (
+        super::testkit::ScriptedTools,
+        Result<Disposition, ExecuteError>,
+        u32,
+        Vec<EventKind>,
+    ) {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        // The harness seeds the execution; the same stores then run behind the throttled ledger.
+        let h = Harness::new(vec![]);
+        let id = h.seed_from("probe", "t1", json!({})).await;
+        let received = h.receive().await.expect("queued");
+        let ledger = ThrottledLedger {
+            inner: h.app.backend.ledger.clone(),
+            throttles: Arc::new(AtomicU32::new(throttles)),
+            refused: Arc::default(),
+        };
+        let refused = ledger.refused.clone();
+        let backend = ThrottledBackend {
+            memory: h.app.backend.clone(),
+            ledger,
+        };
+        let app = App::new(
+            backend,
+            h.tools.clone(),
+            h.app.clock.clone(),
+            (*h.app.manifest).clone(),
+            (*h.app.secrets).clone(),
+            (*h.app.config).clone(),
+        );
+        let result = run_message(&app, &received, &h.worker).await;
+        let kinds = h.kinds(&id).await;
+        (h.tools, result, refused.load(Ordering::SeqCst), kinds)
+    }
+
+    #[tokio::test]
+    async fn a_throttled_append_after_the_call_is_retried_without_calling_again() {
+        let (tools, result, refused, kinds) = run_throttled(3).await;
+        assert_eq!(result.expect("the run succeeds"), Disposition::Completed);
+        assert_eq!(
+            refused, 3,
+            "three throttled appends, then the fourth went through"
+        );
+        assert_eq!(tools.calls().len(), 1, "the tool is called once");
+        assert_eq!(
+            kinds,
+            [
+                EventKind::Received,
+                EventKind::StageStarted,
+                EventKind::ToolCalled,
+                EventKind::ToolSucceeded,
+                EventKind::Succeeded,
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn appends_after_the_call_give_up_after_their_attempts() {
+        let (tools, result, refused, kinds) = run_throttled(100).await;
+        let error = result.expect_err("still throttled");
+        assert!(error.is_retryable(), "{error}");
+        assert_eq!(refused, POST_CALL_APPEND_ATTEMPTS);
+        assert_eq!(tools.calls().len(), 1);
+        assert_eq!(kinds.last(), Some(&EventKind::ToolCalled));
+    }
+
+    #[test]
+    fn the_append_backoff_doubles_up_to_its_ceiling() {
+        let waits: Vec<u64> = (1..=7)
+            .map(|n| append_backoff(n).as_millis() as u64)
+            .collect();
+        assert_eq!(waits, [100, 200, 400, 800, 1600, 1600, 1600]);
+    }
+
+    #[test]
+    fn a_budget_refuses_a_call_that_would_end_past_the_deadline() {
+        let budget = Budget::until(Instant::now() + Duration::from_secs(20));
+        assert!(budget.check_call(Duration::from_secs(10)).is_ok());
+        let (needed, remaining) = budget.check_call(Duration::from_secs(14)).unwrap_err();
+        assert_eq!(needed, Duration::from_secs(21));
+        assert!(remaining <= Duration::from_secs(20));
+        assert!(Budget::unlimited()
+            .check_call(Duration::from_secs(3600))
+            .is_ok());
+        // A call starting now may take what is left minus the after-call reserve.
+        let room = budget.call_room().expect("a deadline");
+        assert!(
+            room <= Duration::from_secs(15) && room > Duration::from_secs(14),
+            "{room:?}"
+        );
+        assert_eq!(Budget::unlimited().call_room(), None);
     }
 
     #[test]

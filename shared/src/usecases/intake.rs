@@ -39,7 +39,7 @@
 //! | step | port call | AWS request |
 //! |---|---|---|
 //! | claim the delivery id (TTL `DELIVERY_DEDUPE_TTL_SECONDS`) | `deliveries().claim` | DynamoDB PutItem |
-//! | count it in the source's rate window | `rate().register` | DynamoDB UpdateItem (+1 per full minute when over) |
+//! | count it in the source's rate window | `rate().register` | DynamoDB UpdateItem; over the rate 3 (the full window, the backlog's next position, its window's count; 4 when the backlog starts again), whatever the backlog's length |
 //! | RECEIVED, seq 1, `{"payload", "delivery_id", "source"}` | `ledger().append` | DynamoDB PutItem |
 //! | the execution, id from (source, run key), `not_before` = now + delay | `executions().create` | DynamoDB PutItem |
 //! | DELAYED, seq 2 (only when over the rate) | `ledger().append` | DynamoDB PutItem |
@@ -47,7 +47,8 @@
 //! | execution RECEIVED -> QUEUED | `executions().update` | DynamoDB UpdateItem |
 //! | delivery RECEIVED -> QUEUED | `deliveries().mark_queued` | DynamoDB UpdateItem |
 //!
-//! A delayed delivery costs the refused transaction and then 8 or more requests; a duplicate
+//! A delayed delivery costs the refused transaction and then 9 DynamoDB requests (10 when the
+//! source's backlog starts again) and the SQS send, however many deliveries wait; a duplicate
 //! of a step-by-step claim still RECEIVED costs 2 (transaction + execution read, see below).
 //!
 //! The RECEIVED event is written *before* the execution record, so an execution never exists
@@ -600,9 +601,10 @@ async fn step_by_step<B: Backend, T: ToolClient>(
         RateDecision::Within => 0,
         RateDecision::Over { delay_secs } => delay_secs,
     };
-    // Rate delays stay within the limiter's horizon (about an hour); the cap only guards the
-    // arithmetic.
-    let not_before = (delay_secs > 0).then(|| now.plus_secs(delay_secs.min(86_400) as i64));
+    // A delay is as long as the source's backlog (no horizon: each delayed delivery has its own
+    // slot); the cap only guards the arithmetic.
+    const MAX_DELAY_SECS: u64 = 10 * 365 * 86_400;
+    let not_before = (delay_secs > 0).then(|| now.plus_secs(delay_secs.min(MAX_DELAY_SECS) as i64));
 
     // Seq 1 taken means another delivery of this run key (or an earlier attempt of this one)
     // recorded its payload first; that one stays.

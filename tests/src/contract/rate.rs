@@ -1,5 +1,7 @@
 //! Contract of [`RateLimiter`]: each minute admits at most `limit`; the rest is delayed into the
-//! next minutes with room, spread evenly, never dropped.
+//! next minutes with room, spread evenly, never dropped, however long the backlog (no horizon
+//! where deliveries pile up on one instant); a backlog the clock overtook starts again at the
+//! next minute.
 
 use sluice::domain::rate::{decision_for, window_of, RateDecision};
 use sluice::ports::RateLimiter;
@@ -35,6 +37,54 @@ pub async fn run<R: RateLimiter>(limiter: &R) {
     let next = now.plus_secs(60);
     let later = limiter.register(&github, 2, next).await.expect("register");
     assert_eq!(later, decision_for(w + 3, 1, 2, next));
+
+    // A long backlog: every delivery gets its own slot, 100 minutes out and more.
+    let gitlab = id!(SourceId, "gitlab");
+    let mut delays = Vec::new();
+    for _ in 0..(2 + 2 * 120) {
+        match limiter.register(&gitlab, 2, now).await.expect("register") {
+            RateDecision::Within => {}
+            RateDecision::Over { delay_secs } => delays.push(delay_secs),
+        }
+    }
+    assert_eq!(delays.len(), 240);
+    assert!(delays.windows(2).all(|d| d[0] < d[1]), "{delays:?}");
+    assert_eq!(
+        RateDecision::Over {
+            delay_secs: *delays.last().unwrap()
+        },
+        decision_for(w + 120, 2, 2, now)
+    );
+
+    // Ten minutes on, the clock is inside that backlog: a new delivery goes to its end, not
+    // into a minute already taken.
+    let inside = now.plus_secs(600);
+    let queued = limiter
+        .register(&gitlab, 2, inside)
+        .await
+        .expect("register");
+    assert_eq!(queued, decision_for(w + 121, 1, 2, inside));
+
+    // A backlog the clock overtook starts again at the next minute.
+    let much_later = now.plus_secs(200 * 60);
+    let mut after = Vec::new();
+    for _ in 0..3 {
+        after.push(
+            limiter
+                .register(&gitlab, 2, much_later)
+                .await
+                .expect("register"),
+        );
+    }
+    let wl = window_of(much_later);
+    assert_eq!(
+        after,
+        [
+            RateDecision::Within,
+            RateDecision::Within,
+            decision_for(wl + 1, 1, 2, much_later)
+        ]
+    );
 
     // Sources are independent.
     let stripe = limiter
