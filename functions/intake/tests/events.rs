@@ -140,7 +140,8 @@ async fn the_signed_push_is_accepted_and_queued() {
     assert_eq!(body["status"], json!("accepted"));
     let source = SourceId::parse("github-demo").unwrap();
     let run_key = RunKey::parse("acme/app:4a9c2f1e7b3d5a8c0e6f2b4d9a1c3e5f7b9d0a2c").unwrap();
-    let execution_id = ExecutionId::for_run_key(&source, &run_key);
+    let execution_id =
+        ExecutionId::for_run_key(&TenantId::parse("demo").unwrap(), &source, &run_key);
     assert_eq!(body["execution_id"], json!(execution_id));
 
     let execution = app

@@ -26,7 +26,7 @@ fn new_exec(tenant: &str) -> NewExecution {
     let source = id!(SourceId, "github");
     let run_key = id!(RunKey, "acme/app@abc123");
     NewExecution {
-        id: ExecutionId::for_run_key(&source, &run_key),
+        id: ExecutionId::for_run_key(&id!(TenantId, tenant), &source, &run_key),
         tenant: id!(TenantId, tenant),
         source,
         pipeline: id!(PipelineName, "review"),
