@@ -1902,54 +1902,127 @@ pipelines:
         assert_eq!(memory.queue.len(), 1);
     }
 
+    /// Records every tool call and answers 200.
+    #[derive(Debug, Clone, Default)]
+    struct RecordingTools(Arc<std::sync::Mutex<Vec<ToolRequest>>>);
+
+    impl ToolClient for RecordingTools {
+        async fn call(&self, request: &ToolRequest) -> ToolOutcome {
+            self.0.lock().expect("calls").push(request.clone());
+            ToolOutcome::Succeeded {
+                status: 200,
+                body: json!({ "id": 1 }),
+                latency_ms: 1,
+            }
+        }
+    }
+
+    impl RecordingTools {
+        fn calls(&self) -> usize {
+            self.0.lock().expect("calls").len()
+        }
+    }
+
+    /// Runs every visible stage message with the executor until the queue is empty.
+    async fn drain(app: &App<MemoryBackend, RecordingTools>) {
+        let worker = crate::domain::ids::HolderId::random();
+        for _ in 0..10 {
+            let got = app.backend.queue.receive(10, 30, 0).await.expect("receive");
+            if got.is_empty() {
+                return;
+            }
+            for (receipt, result) in crate::usecases::execute::run_batch(app, &worker, got).await {
+                result.expect("the stage runs");
+                app.backend.queue.ack(&receipt).await.expect("ack");
+            }
+        }
+        panic!("the queue did not drain");
+    }
+
     #[tokio::test]
     async fn a_captured_github_request_resent_with_a_new_delivery_header_30_days_later_starts_nothing(
     ) {
-        let (app, clock) = setup();
+        let clock = FakeClock::at(Timestamp::from_secs(START));
+        let shared: Arc<dyn Clock> = Arc::new(clock.clone());
+        let tools = RecordingTools::default();
+        let app = App::new(
+            MemoryBackend::new(shared),
+            tools.clone(),
+            Arc::new(clock.clone()),
+            Manifest::parse(MANIFEST, "test.yaml").expect("manifest"),
+            {
+                let mut secrets = Secrets::default();
+                secrets.insert_source_secret(id("gh-default"), GH_SECRET);
+                secrets
+            },
+            ReliabilityConfig::from_lookup(|_| None).expect("defaults"),
+        )
+        .with_emf(EmfSink::Memory(Default::default()));
+        let request = |delivery: &str| {
+            let mut req = github("gh-default", delivery, push("acme/app", "abc"));
+            req.headers.remove("content-type");
+            req
+        };
         let body = push("acme/app", "abc");
-        let first = handle(&app, github("gh-default", "d-1", body.clone())).await;
-        assert_eq!(first.status, 202, "{first:?}");
-        assert_eq!(first.body["status"], json!("accepted"));
-        let execution_id = exec_id(&first);
+
+        let first = accept_webhook(&app, "gh-default", &request("d-1").headers, &body)
+            .await
+            .expect("accepted");
+        let Accepted::Queued { execution_id } = first else {
+            panic!("a new run: {first:?}")
+        };
         // The default run key (and delivery id) is the digest of the signed body.
         let digest = body_digest(&body);
         assert_eq!(
             execution_id,
             ExecutionId::for_run_key(&id("acme"), &id("gh-default"), &id(&digest))
         );
-        let execution = app
+        drain(&app).await;
+        assert_eq!(tools.calls(), 1);
+        let done = app
             .backend
             .executions
             .get(&execution_id)
             .await
             .unwrap()
             .unwrap();
-        assert_eq!(execution.run_key, id(&digest));
+        assert_eq!(done.status, ExecutionStatus::Succeeded);
+        assert_eq!(done.run_key, id(&digest));
 
-        // 30 days on, past the dedupe record's TTL, the same signed body with a fresh header.
+        // 30 days on the dedupe record has expired; the execution record has no TTL. The same
+        // signed body comes back with a fresh X-GitHub-Delivery.
         let ttl = app.config.delivery_dedupe_ttl_secs;
         clock.advance_secs(30 * 86_400);
         assert!(30 * 86_400 > ttl, "the dedupe record has expired");
-        let replay = handle(&app, github("gh-default", "d-999", body)).await;
-        assert_eq!(replay.status, 202, "{replay:?}");
+        let replay = accept_webhook(&app, "gh-default", &request("d-999").headers, &body)
+            .await
+            .expect("answered");
         assert_eq!(
-            replay.body,
-            json!({"execution_id": execution_id, "status": "accepted"}),
-            "the execution record holds it: joined, not a new run"
+            replay,
+            Accepted::Joined {
+                execution_id: execution_id.clone()
+            },
+            "the execution record holds it: no new run"
         );
-        assert_eq!(
-            app.metrics
-                .total(telemetry::RUNS_SKIPPED, &[("Reason", "joined")]),
-            1.0
-        );
-        assert_eq!(app.backend.queue.len(), 1, "no second message");
+        assert!(app.backend.queue.is_empty(), "no second message");
+        drain(&app).await;
+        assert_eq!(tools.calls(), 1, "no second tool call");
         let events = app.backend.ledger.events(&execution_id).await.unwrap();
-        assert_eq!(events.len(), 1, "no second RECEIVED");
         assert_eq!(
-            app.metrics
-                .total(telemetry::PIPELINE_RUNS, &[("Pipeline", "p")]),
-            1.0
+            events
+                .iter()
+                .filter(|e| e.kind == EventKind::Received)
+                .count(),
+            1
         );
+        let page = app
+            .backend
+            .executions
+            .list(&id("acme"), None, 10, None)
+            .await
+            .unwrap();
+        let ids: Vec<_> = page.items.iter().map(|e| e.id.clone()).collect();
+        assert_eq!(ids, [execution_id], "no other execution");
     }
 
     #[tokio::test]
