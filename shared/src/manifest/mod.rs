@@ -1,5 +1,6 @@
 //! The declarative configuration file, `sluice.yaml`: its typed model, its loading and
-//! validation (every error names the file, line and field), the secrets it names by environment
+//! validation (every error names the file, line and field; so does every warning, such as an
+//! identity field opted in to an unsigned header, logged at load), the secrets it names by environment
 //! variable, and the templates used in tool paths and bodies.
 //!
 //! ```yaml

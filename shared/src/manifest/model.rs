@@ -22,7 +22,7 @@ pub const DEFAULT_TOLERANCE_SECS: i64 = 300;
 pub const DEFAULT_SIGNATURE_HEADER: &str = "X-Sluice-Signature";
 /// The generic HMAC scheme's default timestamp header.
 pub const DEFAULT_TIMESTAMP_HEADER: &str = "X-Sluice-Timestamp";
-/// The generic HMAC scheme's default delivery id header.
+/// The generic HMAC scheme's default delivery id header (`delivery_header`), which it signs.
 pub const DEFAULT_DELIVERY_HEADER: &str = "X-Sluice-Delivery";
 /// A connector's default call timeout.
 pub const DEFAULT_TIMEOUT_MS: u64 = 10_000;

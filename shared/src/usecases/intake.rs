@@ -13,7 +13,11 @@
 //! 5. The delivery id, tenant and every run key part resolve (`ValueSource::resolve`; the parts
 //!    are joined with `:`), else 400 `missing_field` naming the field and where it was looked
 //!    for; a value that is not a valid id (too long, a `#` in a tenant, ...) is 400
-//!    `invalid_field`.
+//!    `invalid_field`. They come from signed content only (the body, its digest, a fixed
+//!    value, a header the scheme signs), unless the manifest opted a field in with
+//!    `allow_unsigned_headers` (see `manifest::validate` and docs/architecture.md,
+//!    "Identity"). The execution id hashes (tenant, source, run key); the dedupe record is keyed
+//!    by (tenant, source, delivery id).
 //! 6. The RECEIVED ledger event fits the ledger (see *Payload size*), else 413
 //!    `payload_too_large`.
 //!
@@ -41,7 +45,7 @@
 //! | claim the delivery id (TTL `DELIVERY_DEDUPE_TTL_SECONDS`) | `deliveries().claim` | DynamoDB PutItem |
 //! | count it in the source's rate window | `rate().register` | DynamoDB UpdateItem (+1 per full minute when over) |
 //! | RECEIVED, seq 1, `{"payload", "delivery_id", "source"}` | `ledger().append` | DynamoDB PutItem |
-//! | the execution, id from (source, run key), `not_before` = now + delay | `executions().create` | DynamoDB PutItem |
+//! | the execution, id from (tenant, source, run key), `not_before` = now + delay | `executions().create` | DynamoDB PutItem |
 //! | DELAYED, seq 2 (only when over the rate) | `ledger().append` | DynamoDB PutItem |
 //! | stage 0 message, delayed to `not_before` | `queue().send` | SQS SendMessage |
 //! | execution RECEIVED -> QUEUED | `executions().update` | DynamoDB UpdateItem |
