@@ -524,6 +524,41 @@ mod tests {
     }
 
     #[test]
+    fn the_hmac_snippet_signs_timestamp_delivery_id_and_body() {
+        let yaml = EXAMPLE.replacen(
+            "    scheme: github                # github | stripe | hmac",
+            "    scheme: hmac",
+            1,
+        );
+        let manifest = Manifest::parse(&yaml, "hmac.yaml").unwrap();
+        let id = SourceId::parse("github-demo").unwrap();
+        let source = &manifest.sources[&id];
+        let dir = std::env::temp_dir().join(format!("sluice-banner3-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let ex = example(&dir, &id, source, b"k").unwrap();
+        assert!(
+            ex.headers.iter().any(|(h, _)| h == "X-Sluice-Delivery"),
+            "{:?}",
+            ex.headers
+        );
+        let snippet = shell_snippet("http://127.0.0.1:1", &ex, source, "k");
+        assert!(snippet.contains("  D=\"$N\"\n"), "{snippet}");
+        assert!(
+            snippet.contains("SIG=$(printf '%s.%s.%s' \"$T\" \"$D\" \"$BODY\" | openssl"),
+            "{snippet}"
+        );
+        assert!(
+            snippet.contains("-H \"X-Sluice-Delivery: $N\""),
+            "{snippet}"
+        );
+        assert!(
+            snippet.contains("-H \"X-Sluice-Timestamp: $T\""),
+            "{snippet}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
     fn pointers_build_nested_objects() {
         let mut v = Value::Object(Map::new());
         set_pointer(&mut v, "/a/b~1c", json!("x"));
