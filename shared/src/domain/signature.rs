@@ -25,9 +25,9 @@ pub enum SignatureScheme {
     /// Generic: `<signature_header>: sha256=<hex HMAC-SHA256(secret,
     /// "<timestamp>.<delivery id>.<body>")>`, `<timestamp_header>: <unix secs>` within
     /// `tolerance_secs` of now, and `<delivery_header>: <delivery id>`. The timestamp is signed
-    /// as its decimal epoch seconds, the delivery id as the header's value trimmed of
-    /// surrounding whitespace, the body as its raw bytes: neither header can be changed without
-    /// the secret.
+    /// as its decimal epoch seconds, the delivery id exactly as the header's value (not
+    /// trimmed: intake takes the delivery id from the same value), the body as its raw bytes:
+    /// neither header can be changed without the secret.
     Hmac {
         signature_header: String,
         timestamp_header: String,
@@ -37,18 +37,17 @@ pub enum SignatureScheme {
 }
 
 impl SignatureScheme {
-    /// The headers whose values the signature covers, so a delivery id, tenant or run key
-    /// may be taken from them: none for GitHub (it signs only the body) and for Stripe (it
-    /// signs the body and the timestamp inside its own signature header); the timestamp and
-    /// delivery headers for the generic scheme.
+    /// The headers whose exact values the signature covers, so a delivery id, tenant or run
+    /// key may be taken from them: none for GitHub (it signs only the body) and for Stripe (it
+    /// signs the body and the timestamp inside its own signature header); the delivery header
+    /// for the generic scheme. (Its timestamp header is signed as the parsed number, so
+    /// `+1700000000` and `1700000000` verify alike: not an identity.)
     pub fn signed_headers(&self) -> Vec<&str> {
         match self {
             SignatureScheme::GitHub | SignatureScheme::Stripe { .. } => Vec::new(),
             SignatureScheme::Hmac {
-                timestamp_header,
-                delivery_header,
-                ..
-            } => vec![timestamp_header, delivery_header],
+                delivery_header, ..
+            } => vec![delivery_header],
         }
     }
 
@@ -247,7 +246,14 @@ fn verify_hmac(
     let hex_tag = value.strip_prefix("sha256=").unwrap_or(value);
     let tag = decode_tag(names.signature, hex_tag)?;
     let t = parse_secs(names.timestamp, required(headers, names.timestamp)?)?;
-    let delivery_id = required(headers, names.delivery)?;
+    // Untrimmed: the delivery id intake resolves from this header is the value as sent, so
+    // padding it must not verify under the unpadded signature.
+    let delivery_id =
+        headers
+            .header(names.delivery)
+            .ok_or_else(|| SignatureError::MissingHeader {
+                header: names.delivery.to_owned(),
+            })?;
     hmac_mac(secret, t, delivery_id, body)
         .verify_slice(&tag)
         .map_err(|_| SignatureError::Mismatch)?;
@@ -621,22 +627,26 @@ mod tests {
         let body = b"{\"n\":1}";
         let ts = NOW.to_string();
         let sig = sign_hmac(b"k", body, NOW, "d-1");
-        let h = headers(&[
-            ("x-signature", &sig),
-            ("x-timestamp", &ts),
-            ("x-delivery", "d-2"),
-        ]);
-        assert_eq!(
-            verify(&generic(), b"k", &h, body, now()),
-            Err(SignatureError::Mismatch)
-        );
+        for changed in ["d-2", " d-1", "d-1 ", "D-1"] {
+            let h = headers(&[
+                ("x-signature", &sig),
+                ("x-timestamp", &ts),
+                ("x-delivery", changed),
+            ]);
+            assert_eq!(
+                verify(&generic(), b"k", &h, body, now()),
+                Err(SignatureError::Mismatch),
+                "{changed:?}"
+            );
+        }
     }
 
     #[test]
     fn signed_headers_by_scheme() {
         assert!(SignatureScheme::GitHub.signed_headers().is_empty());
         assert!(stripe().signed_headers().is_empty());
-        assert_eq!(generic().signed_headers(), ["X-Timestamp", "X-Delivery"]);
+        assert_eq!(generic().signed_headers(), ["X-Delivery"]);
+        assert!(!generic().signs_header("X-Timestamp"));
         assert!(generic().signs_header("x-delivery"));
         assert!(!generic().signs_header("X-Tenant"));
         assert!(!SignatureScheme::GitHub.signs_header("X-GitHub-Delivery"));

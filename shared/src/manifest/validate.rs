@@ -7,7 +7,7 @@
 //! A source's delivery id, tenant and run key decide which execution a delivery belongs to,
 //! so they must come from what the signature covers: the body (`pointer`, `digest`), a fixed
 //! `value`, or a header the scheme signs (only the generic scheme signs headers: its
-//! `timestamp_header` and `delivery_header`). A `header:` source for one of them that the
+//! `delivery_header`, whose exact value it signs). A `header:` source for one of them that the
 //! scheme does not sign is an error, unless the source lists the field in
 //! `allow_unsigned_headers`; then it is a warning naming the file and line, logged at load.
 
