@@ -33,7 +33,7 @@ pub type StoreResult<T> = Result<T, StoreError>;
 
 /// Delivery dedupe records.
 pub trait DeliveryStore: Send + Sync {
-    /// Records `claim` unless (source, delivery id) is already recorded; either way in one
+    /// Records `claim` unless (tenant, source, delivery id) is already recorded; either way in one
     /// request. The record is kept for `ttl_secs`.
     fn claim(
         &self,
@@ -45,6 +45,7 @@ pub trait DeliveryStore: Send + Sync {
     /// Marks a delivery's work as queued; false if there is no such record.
     fn mark_queued(
         &self,
+        tenant: &TenantId,
         source: &SourceId,
         delivery_id: &DeliveryId,
     ) -> impl Future<Output = StoreResult<bool>> + Send;
@@ -52,6 +53,7 @@ pub trait DeliveryStore: Send + Sync {
     /// Reads one record.
     fn get(
         &self,
+        tenant: &TenantId,
         source: &SourceId,
         delivery_id: &DeliveryId,
     ) -> impl Future<Output = StoreResult<Option<DeliveryRecord>>> + Send;

@@ -343,6 +343,7 @@ pub fn manifest_from(
     if let Some(text) = lookup(MANIFEST_INLINE_VAR).filter(|t| !t.trim().is_empty()) {
         let manifest =
             Manifest::parse(&text, MANIFEST_INLINE_VAR).map_err(StartupError::Manifest)?;
+        manifest.log_warnings();
         return Ok((manifest, MANIFEST_INLINE_VAR.to_owned()));
     }
     let path = match lookup(MANIFEST_VAR) {
@@ -367,6 +368,7 @@ pub fn manifest_from(
         }
     };
     let manifest = Manifest::load(&path).map_err(StartupError::Manifest)?;
+    manifest.log_warnings();
     Ok((manifest, path.display().to_string()))
 }
 

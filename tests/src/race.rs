@@ -156,7 +156,7 @@ where
         let run_key =
             sluice::domain::ids::RunKey::parse(format!("race@{}", ulid::Ulid::new())).expect("id");
         let new = NewExecution {
-            id: ExecutionId::for_run_key(&source, &run_key),
+            id: ExecutionId::for_run_key(&id!(TenantId, "acme"), &source, &run_key),
             tenant: id!(TenantId, "acme"),
             source,
             pipeline: id!(PipelineName, "review"),

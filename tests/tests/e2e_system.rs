@@ -18,7 +18,7 @@ use sluice::domain::time::Timestamp;
 use sluice::ports::{Backend, ConnectorStore};
 use sluice::telemetry;
 use sluice_tests::e2e::system::{
-    count_kind, execution_id, push, wait_until, CONNECTOR, SOURCE, TENANT,
+    count_kind, execution_id, push, wait_until, CONNECTOR, SOURCE, TENANT, TENANT_SOURCE,
 };
 use sluice_tests::e2e::{ManifestSpec, RecordingConnector, Reply, Setup, System};
 
@@ -324,17 +324,22 @@ async fn deliveries_with_one_run_key_make_one_execution() {
     let connector = RecordingConnector::start().await;
     let system = system(&connector, ManifestSpec::default()).await;
 
-    // One after the other...
-    let payload = push("acme/app", "abc");
-    let (s1, a1) = system.deliver("first", &payload).await;
-    let (s2, a2) = system.deliver("second", &payload).await;
+    // Two events of one push (same run key, another body: another delivery, as GitHub's
+    // delivery id is the digest of the signed body). One after the other...
+    let event = |sha: &str, action: &str| {
+        let mut payload = push("acme/app", sha);
+        payload["action"] = json!(action);
+        payload
+    };
+    let (s1, a1) = system.deliver("first", &event("abc", "opened")).await;
+    let (s2, a2) = system.deliver("second", &event("abc", "synced")).await;
     assert_eq!((s1, s2), (202, 202), "{a1} {a2}");
     assert_eq!(execution_id(&a1), execution_id(&a2));
     // ...and at the same time.
-    let payload = push("acme/app", "def");
+    let (opened, synced) = (event("def", "opened"), event("def", "synced"));
     let (r3, r4) = tokio::join!(
-        system.deliver("third", &payload),
-        system.deliver("fourth", &payload)
+        system.deliver("third", &opened),
+        system.deliver("fourth", &synced)
     );
     assert_eq!((r3.0, r4.0), (202, 202), "{r3:?} {r4:?}");
     assert_eq!(execution_id(&r3.1), execution_id(&r4.1));
@@ -786,4 +791,96 @@ async fn replay_refuses_missing_bad_and_foreign_tokens() {
     let ledger = system.ledger(&id).await;
     assert_eq!(count_kind(&ledger, EventKind::ReplayRequested), 0);
     assert_eq!(connector.count("/tickets"), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_captured_github_request_resent_with_a_new_delivery_header_runs_nothing_more() {
+    let connector = RecordingConnector::start().await;
+    let system = system(&connector, ManifestSpec::default()).await;
+    let payload = push("acme/captured", "sha");
+    let (status, first) = system.deliver("cap-1", &payload).await;
+    assert_eq!(
+        (status, &first["status"]),
+        (202, &json!("accepted")),
+        "{first}"
+    );
+    let id = execution_id(&first);
+    let record = system.wait_one(&id, DEADLINE).await;
+    assert_eq!(record.status, ExecutionStatus::Succeeded, "{record:?}");
+    assert_eq!(connector.total(), 2);
+
+    // The same signed body, with fresh X-GitHub-Delivery headers (GitHub does not sign them).
+    for n in 2..=4 {
+        let (status, again) = system.deliver(&format!("cap-{n}"), &payload).await;
+        assert_eq!(status, 200, "{again}");
+        assert_eq!(
+            again,
+            json!({"execution_id": id, "status": "duplicate"}),
+            "the same delivery, whatever the header says"
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(connector.total(), 2, "no second tool call");
+    assert_eq!(connector.count("/tickets"), 1);
+    let ledger = system.ledger(&id).await;
+    assert_eq!(count_kind(&ledger, EventKind::Received), 1, "{ledger:?}");
+    assert_eq!(
+        count_kind(&ledger, EventKind::ToolSucceeded),
+        2,
+        "{ledger:?}"
+    );
+    let (status, list) = system
+        .api("GET", "/v1/executions", Some(&system.token(TENANT)), None)
+        .await;
+    assert_eq!(status, 200, "{list}");
+    assert_eq!(list["items"].as_array().map(Vec::len), Some(1), "{list}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_tenants_with_one_run_key_get_two_executions_and_both_tool_calls() {
+    let connector = RecordingConnector::start().await;
+    let spec = ManifestSpec {
+        tenant_source: true,
+        single_stage: true,
+        ..ManifestSpec::default()
+    };
+    let system = system(&connector, spec).await;
+    let of = |org: &str| {
+        let mut payload = push("shared/app", "sha");
+        payload["org"] = json!(org);
+        payload
+    };
+    let (sa, a) = system
+        .deliver_to(TENANT_SOURCE, "t-a", &of("tenant-a"))
+        .await;
+    let (sb, b) = system
+        .deliver_to(TENANT_SOURCE, "t-b", &of("tenant-b"))
+        .await;
+    assert_eq!((sa, sb), (202, 202), "{a} {b}");
+    assert_eq!(
+        (&a["status"], &b["status"]),
+        (&json!("accepted"), &json!("accepted"))
+    );
+    let (id_a, id_b) = (execution_id(&a), execution_id(&b));
+    assert_ne!(id_a, id_b, "tenant b did not join tenant a's run");
+
+    let records = system
+        .wait_terminal(&[id_a.clone(), id_b.clone()], DEADLINE)
+        .await;
+    let tenants: Vec<_> = records
+        .iter()
+        .map(|r| r.tenant.as_str().to_owned())
+        .collect();
+    assert_eq!(tenants, ["tenant-a", "tenant-b"]);
+    for record in &records {
+        assert_eq!(record.status, ExecutionStatus::Succeeded, "{record:?}");
+        assert_eq!(record.run_key.as_str(), "shared/app");
+    }
+    let tickets: BTreeSet<String> = keys(&connector.calls_to("/tickets")).into_iter().collect();
+    assert_eq!(
+        tickets,
+        BTreeSet::from([format!("{id_a}:0"), format!("{id_b}:0")]),
+        "each tenant's tool call was made"
+    );
+    assert_eq!(connector.total(), 2);
 }

@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use serde_json::Value;
+use serde_json::{json, Value};
 use sluice::adapters::backend::AwsBackend;
 use sluice::adapters::http_tool::HttpToolClient;
 use sluice::app::App;
@@ -105,7 +105,10 @@ async fn requests_per_intake_outcome() {
 
     // Another delivery of the same run key joins the execution: the refused transaction, then
     // its claim (before: 5, with the rate counted).
-    let (status, outcome, joined) = deliver(&app, &counter, "d-2", &push("acme/app", "a1")).await;
+    // (Another body: a GitHub delivery id is the digest of the signed body.)
+    let mut other_event = push("acme/app", "a1");
+    other_event["action"] = json!("synchronize");
+    let (status, outcome, joined) = deliver(&app, &counter, "d-2", &other_event).await;
     assert_eq!((status, outcome.as_str()), (202, "accepted"));
     assert_eq!(
         joined,

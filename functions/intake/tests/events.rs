@@ -11,13 +11,14 @@ use std::sync::Arc;
 use lambda_http::http::header::CONTENT_TYPE;
 use lambda_http::{Body, Request};
 use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
 use sluice::adapters::backend::MemoryBackend;
 use sluice::adapters::http_tool::HttpToolClient;
 use sluice::app::App;
 use sluice::config::ReliabilityConfig;
 use sluice::domain::delivery::DeliveryStatus;
 use sluice::domain::execution::ExecutionStatus;
-use sluice::domain::ids::{DeliveryId, ExecutionId, RunKey, SourceId};
+use sluice::domain::ids::{DeliveryId, ExecutionId, RunKey, SourceId, TenantId};
 use sluice::domain::ledger::EventKind;
 use sluice::domain::signature::sign_github;
 use sluice::domain::time::Timestamp;
@@ -140,7 +141,8 @@ async fn the_signed_push_is_accepted_and_queued() {
     assert_eq!(body["status"], json!("accepted"));
     let source = SourceId::parse("github-demo").unwrap();
     let run_key = RunKey::parse("acme/app:4a9c2f1e7b3d5a8c0e6f2b4d9a1c3e5f7b9d0a2c").unwrap();
-    let execution_id = ExecutionId::for_run_key(&source, &run_key);
+    let execution_id =
+        ExecutionId::for_run_key(&TenantId::parse("demo").unwrap(), &source, &run_key);
     assert_eq!(body["execution_id"], json!(execution_id));
 
     let execution = app
@@ -158,11 +160,18 @@ async fn the_signed_push_is_accepted_and_queued() {
     assert_eq!(events[0].kind, EventKind::Received);
     let payload: Value = serde_json::from_str(raw(PUSH)["body"].as_str().unwrap()).unwrap();
     assert_eq!(events[0].detail["payload"], payload);
-    let delivery = DeliveryId::parse("5d0f7a3e-8317-11ee-9b3c-0a1b2c3d4e5f").unwrap();
+    // GitHub signs only the body: the delivery id is its digest, not X-GitHub-Delivery.
+    let body = raw(PUSH)["body"].as_str().unwrap().to_owned();
+    let delivery = DeliveryId::parse(format!(
+        "sha256:{}",
+        hex::encode(Sha256::digest(body.as_bytes()))
+    ))
+    .unwrap();
+    let tenant = TenantId::parse("demo").unwrap();
     let record = app
         .backend
         .deliveries
-        .get(&source, &delivery)
+        .get(&tenant, &source, &delivery)
         .await
         .unwrap()
         .unwrap();
@@ -175,12 +184,13 @@ async fn the_signed_push_is_accepted_and_queued() {
         again,
         json!({"execution_id": execution_id, "status": "duplicate"})
     );
-    // Another delivery of the same push (through the named stage) joins the run.
-    let (status, joined) = invoke(&app, PUSH_PROD_STAGE).await;
-    assert_eq!(status, 202);
+    // The same signed body with another X-GitHub-Delivery (through the named stage): the
+    // same delivery, whatever the unsigned header says.
+    let (status, resent) = invoke(&app, PUSH_PROD_STAGE).await;
+    assert_eq!(status, 200);
     assert_eq!(
-        joined,
-        json!({"execution_id": execution_id, "status": "accepted"})
+        resent,
+        json!({"execution_id": execution_id, "status": "duplicate"})
     );
     assert_eq!(app.backend.queue.len(), 1);
 }
@@ -200,11 +210,16 @@ async fn the_unsigned_push_is_401_and_stores_nothing() {
     assert_eq!(body["error"]["code"], json!("missing_signature"));
     assert!(app.backend.queue.is_empty());
     let source = SourceId::parse("github-demo").unwrap();
-    let delivery = DeliveryId::parse("6a1e8b4f-8317-11ee-8c4d-1b2c3d4e5f6a").unwrap();
+    let body = raw(PUSH_UNSIGNED)["body"].as_str().unwrap().to_owned();
+    let delivery = DeliveryId::parse(format!(
+        "sha256:{}",
+        hex::encode(Sha256::digest(body.as_bytes()))
+    ))
+    .unwrap();
     assert!(app
         .backend
         .deliveries
-        .get(&source, &delivery)
+        .get(&TenantId::parse("demo").unwrap(), &source, &delivery)
         .await
         .unwrap()
         .is_none());

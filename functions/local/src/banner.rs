@@ -8,7 +8,8 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use serde_json::{json, Map, Value};
-use sluice::domain::ids::{ExecutionId, RunKey, SourceId};
+use sha2::{Digest, Sha256};
+use sluice::domain::ids::{ExecutionId, RunKey, SourceId, TenantId};
 use sluice::domain::signature::{sign_github, SignatureScheme, GITHUB_SIGNATURE_HEADER};
 use sluice::manifest::{Manifest, SourceSpec, ValueSource};
 
@@ -90,8 +91,24 @@ pub fn example(
                 };
                 headers.push((name.clone(), value));
             }
-            ValueSource::Header(_) | ValueSource::Value(_) => {}
+            ValueSource::Header(_) | ValueSource::Value(_) | ValueSource::BodySha256 => {}
         }
+    }
+    match &source.scheme {
+        // GitHub always sends its delivery header; Sluice only records it (it is not signed).
+        SignatureScheme::GitHub if !headers.iter().any(|(h, _)| h == "X-GitHub-Delivery") => {
+            headers.push((
+                "X-GitHub-Delivery".to_owned(),
+                EXAMPLE_DELIVERY_ID.to_owned(),
+            ));
+        }
+        // The generic scheme signs its delivery header: it is always sent.
+        SignatureScheme::Hmac {
+            delivery_header, ..
+        } if !headers.iter().any(|(h, _)| h == delivery_header) => {
+            headers.push((delivery_header.clone(), EXAMPLE_DELIVERY_ID.to_owned()));
+        }
+        _ => {}
     }
     if payload.as_object().is_some_and(Map::is_empty) {
         payload = json!({ "example": true });
@@ -104,14 +121,20 @@ pub fn example(
         .iter()
         .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
         .collect();
+    let body_sha256 = hex::encode(Sha256::digest(&body));
     let run_key: Option<Vec<String>> = source
         .run_key
         .iter()
-        .map(|part| part.resolve(&payload, &header_map))
+        .map(|part| part.resolve(&payload, &header_map, &body_sha256))
         .collect();
+    let tenant = source
+        .tenant
+        .resolve(&payload, &header_map, &body_sha256)
+        .and_then(|t| TenantId::parse(t).ok());
     let execution_id = run_key
         .and_then(|parts| RunKey::parse(parts.join(":")).ok())
-        .map(|key| ExecutionId::for_run_key(source_id, &key));
+        .zip(tenant)
+        .map(|(key, tenant)| ExecutionId::for_run_key(&tenant, source_id, &key));
     if source.scheme == SignatureScheme::GitHub {
         headers.push((
             GITHUB_SIGNATURE_HEADER.to_owned(),
@@ -184,7 +207,8 @@ fn sh_dquote_inner(s: &str) -> String {
 /// signing it with `openssl dgst -sha256 -hmac`.
 fn shell_snippet(base_url: &str, example: &Example, source: &SourceSpec, secret: &str) -> String {
     const UNIQUE: &str = "__SLUICE_UNIQUE__";
-    // The body with the last run-key value (and a pointer delivery id) made unique per send.
+    // The body with the last run-key value (and a pointer delivery id) made unique per send; a
+    // digest of the body is made unique by a nonce in the body.
     let mut payload: Value = serde_json::from_slice(&example.body).unwrap_or(Value::Null);
     let mut unique_headers: Vec<String> = Vec::new();
     for part in source
@@ -197,6 +221,9 @@ fn shell_snippet(base_url: &str, example: &Example, source: &SourceSpec, secret:
         match part {
             ValueSource::Pointer(p) => set_pointer(&mut payload, p, Value::String(UNIQUE.into())),
             ValueSource::Header(h) => unique_headers.push(h.to_ascii_lowercase()),
+            ValueSource::BodySha256 => {
+                set_pointer(&mut payload, "/nonce", Value::String(UNIQUE.into()))
+            }
             ValueSource::Value(_) => {}
         }
     }
@@ -233,10 +260,26 @@ fn shell_snippet(base_url: &str, example: &Example, source: &SourceSpec, secret:
         SignatureScheme::Hmac {
             signature_header,
             timestamp_header,
+            delivery_header,
             ..
         } => {
+            // Signed: "<timestamp>.<delivery id>.<body>".
+            let delivery = if unique_headers.contains(&delivery_header.to_ascii_lowercase()) {
+                "$N".to_owned()
+            } else {
+                let sent = example
+                    .headers
+                    .iter()
+                    .find(|(name, _)| name.eq_ignore_ascii_case(delivery_header))
+                    .map_or(EXAMPLE_DELIVERY_ID, |(_, value)| value.as_str());
+                sh_dquote_inner(sent)
+            };
             let _ = writeln!(out, "  T=$(date +%s)");
-            let _ = writeln!(out, "  SIG=$(printf '%s.%s' \"$T\" \"$BODY\" | {hmac})");
+            let _ = writeln!(out, "  D=\"{delivery}\"");
+            let _ = writeln!(
+                out,
+                "  SIG=$(printf '%s.%s.%s' \"$T\" \"$D\" \"$BODY\" | {hmac})"
+            );
             headers.push(format!("-H \"{signature_header}: sha256=$SIG\""));
             headers.push(format!("-H \"{timestamp_header}: $T\""));
         }
@@ -433,7 +476,11 @@ mod tests {
         .unwrap();
         let key =
             RunKey::parse(format!("acme/app:{}", payload["after"].as_str().unwrap())).unwrap();
-        assert_eq!(ex.execution_id, Some(ExecutionId::for_run_key(&id, &key)));
+        let tenant = TenantId::parse("demo").unwrap();
+        assert_eq!(
+            ex.execution_id,
+            Some(ExecutionId::for_run_key(&tenant, &id, &key))
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
@@ -473,6 +520,41 @@ mod tests {
         assert!(text.contains(ex.execution_id.as_ref().unwrap().as_str()));
         assert!(text.contains("openssl dgst -sha256 -hmac"), "{text}");
         assert!(text.contains("devsecret"), "{text}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn the_hmac_snippet_signs_timestamp_delivery_id_and_body() {
+        let yaml = EXAMPLE.replacen(
+            "    scheme: github                # github | stripe | hmac",
+            "    scheme: hmac",
+            1,
+        );
+        let manifest = Manifest::parse(&yaml, "hmac.yaml").unwrap();
+        let id = SourceId::parse("github-demo").unwrap();
+        let source = &manifest.sources[&id];
+        let dir = std::env::temp_dir().join(format!("sluice-banner3-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let ex = example(&dir, &id, source, b"k").unwrap();
+        assert!(
+            ex.headers.iter().any(|(h, _)| h == "X-Sluice-Delivery"),
+            "{:?}",
+            ex.headers
+        );
+        let snippet = shell_snippet("http://127.0.0.1:1", &ex, source, "k");
+        assert!(snippet.contains("  D=\"$N\"\n"), "{snippet}");
+        assert!(
+            snippet.contains("SIG=$(printf '%s.%s.%s' \"$T\" \"$D\" \"$BODY\" | openssl"),
+            "{snippet}"
+        );
+        assert!(
+            snippet.contains("-H \"X-Sluice-Delivery: $N\""),
+            "{snippet}"
+        );
+        assert!(
+            snippet.contains("-H \"X-Sluice-Timestamp: $T\""),
+            "{snippet}"
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

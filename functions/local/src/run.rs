@@ -204,6 +204,7 @@ pub async fn run(
     let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
 
     let mut manifest = Manifest::load(&options.manifest)?;
+    manifest.log_warnings();
     let config = ReliabilityConfig::from_env()?;
     let alert_config = AlertConfig::from_env(true)?;
     let (publisher, alarms) = if options.cloudwatch {

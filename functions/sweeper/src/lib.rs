@@ -54,7 +54,7 @@ mod tests {
         );
         let source = SourceId::parse("github-demo").unwrap();
         let run_key = RunKey::parse("acme/app:abc").unwrap();
-        let id = ExecutionId::for_run_key(&source, &run_key);
+        let id = ExecutionId::for_run_key(&TenantId::parse("demo").unwrap(), &source, &run_key);
         let new = NewExecution {
             id: id.clone(),
             tenant: TenantId::parse("demo").unwrap(),

@@ -126,10 +126,14 @@ id_type!(
 );
 
 impl ExecutionId {
-    /// The execution id of the run `run_key` of `source`: the same inputs give the same id, so
-    /// a second create for one run key lands on the first one's item.
-    pub fn for_run_key(source: &SourceId, run_key: &RunKey) -> Self {
+    /// The execution id of the run `run_key` of `source` for `tenant`: the same inputs give
+    /// the same id, so a second create for one run key lands on the first one's item, and two
+    /// tenants with the same run key on one source get two executions. The digest covers
+    /// `tenant 0x00 source 0x00 run_key` (neither a tenant nor a source holds a NUL).
+    pub fn for_run_key(tenant: &TenantId, source: &SourceId, run_key: &RunKey) -> Self {
         let mut hasher = Sha256::new();
+        hasher.update(tenant.as_str().as_bytes());
+        hasher.update([0u8]);
         hasher.update(source.as_str().as_bytes());
         hasher.update([0u8]);
         hasher.update(run_key.as_str().as_bytes());
@@ -163,11 +167,22 @@ mod tests {
     #[test]
     fn run_key_ids_are_stable_and_distinct() {
         let s = SourceId::parse("github").unwrap();
-        let a = ExecutionId::for_run_key(&s, &RunKey::parse("acme/app@abc").unwrap());
-        let b = ExecutionId::for_run_key(&s, &RunKey::parse("acme/app@abc").unwrap());
-        let c = ExecutionId::for_run_key(&s, &RunKey::parse("acme/app@abd").unwrap());
+        let t = TenantId::parse("acme").unwrap();
+        let key = |k: &str| RunKey::parse(k).unwrap();
+        let a = ExecutionId::for_run_key(&t, &s, &key("acme/app@abc"));
+        let b = ExecutionId::for_run_key(&t, &s, &key("acme/app@abc"));
+        let c = ExecutionId::for_run_key(&t, &s, &key("acme/app@abd"));
+        let other_tenant =
+            ExecutionId::for_run_key(&TenantId::parse("beta").unwrap(), &s, &key("acme/app@abc"));
+        let other_source = ExecutionId::for_run_key(
+            &t,
+            &SourceId::parse("gitlab").unwrap(),
+            &key("acme/app@abc"),
+        );
         assert_eq!(a, b);
         assert_ne!(a, c);
+        assert_ne!(a, other_tenant);
+        assert_ne!(a, other_source);
         assert_eq!(a.as_str().len(), 30);
         assert!(a.as_str().starts_with("exe_"));
     }

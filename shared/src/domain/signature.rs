@@ -1,7 +1,7 @@
 //! Webhook signature schemes and their verification (pure: the current time is an argument).
 //!
-//! Every scheme is HMAC-SHA256 over the raw body (GitHub) or over `"<timestamp>.<body>"`
-//! (Stripe, generic). Signatures are hex-decoded and compared in constant time by
+//! Every scheme is HMAC-SHA256: over the raw body (GitHub), over `"<timestamp>.<body>"`
+//! (Stripe), or over `"<timestamp>.<delivery id>.<body>"` (generic). Signatures are hex-decoded and compared in constant time by
 //! [`Mac::verify_slice`]; the timestamp is checked against `now` in both directions after the
 //! signature, so [`SignatureError::Stale`] means "authentic but too old (or too far ahead)".
 //! The `sign_*` functions produce the header values a sender would, for tests and examples.
@@ -22,13 +22,41 @@ pub enum SignatureScheme {
     /// Stripe: `Stripe-Signature: t=<unix secs>,v1=<hex HMAC-SHA256(secret, "t.body")>[,v1=..]`,
     /// rejected when `t` is further than `tolerance_secs` from now (Stripe's default: 300).
     Stripe { tolerance_secs: i64 },
-    /// Generic: `<signature_header>: sha256=<hex HMAC-SHA256(secret, "<timestamp>.<body>")>` and
-    /// `<timestamp_header>: <unix secs>`, within `tolerance_secs` of now.
+    /// Generic: `<signature_header>: sha256=<hex HMAC-SHA256(secret,
+    /// "<timestamp>.<delivery id>.<body>")>`, `<timestamp_header>: <unix secs>` within
+    /// `tolerance_secs` of now, and `<delivery_header>: <delivery id>`. The timestamp is signed
+    /// as its decimal epoch seconds, the delivery id exactly as the header's value (not
+    /// trimmed: intake takes the delivery id from the same value), the body as its raw bytes:
+    /// neither header can be changed without the secret.
     Hmac {
         signature_header: String,
         timestamp_header: String,
+        delivery_header: String,
         tolerance_secs: i64,
     },
+}
+
+impl SignatureScheme {
+    /// The headers whose exact values the signature covers, so a delivery id, tenant or run
+    /// key may be taken from them: none for GitHub (it signs only the body) and for Stripe (it
+    /// signs the body and the timestamp inside its own signature header); the delivery header
+    /// for the generic scheme. (Its timestamp header is signed as the parsed number, so
+    /// `+1700000000` and `1700000000` verify alike: not an identity.)
+    pub fn signed_headers(&self) -> Vec<&str> {
+        match self {
+            SignatureScheme::GitHub | SignatureScheme::Stripe { .. } => Vec::new(),
+            SignatureScheme::Hmac {
+                delivery_header, ..
+            } => vec![delivery_header],
+        }
+    }
+
+    /// Whether header `name` (case-insensitive) is covered by the signature.
+    pub fn signs_header(&self, name: &str) -> bool {
+        self.signed_headers()
+            .iter()
+            .any(|signed| signed.eq_ignore_ascii_case(name))
+    }
 }
 
 /// Read access to request headers, case-insensitive by name.
@@ -110,14 +138,18 @@ pub fn verify(
         SignatureScheme::Hmac {
             signature_header,
             timestamp_header,
+            delivery_header,
             tolerance_secs,
         } => verify_hmac(
             secret,
             headers,
             body,
             now,
-            signature_header,
-            timestamp_header,
+            HmacHeaders {
+                signature: signature_header,
+                timestamp: timestamp_header,
+                delivery: delivery_header,
+            },
             *tolerance_secs,
         ),
     }
@@ -137,10 +169,20 @@ pub fn sign_stripe(secret: &[u8], body: &[u8], t: i64) -> String {
     format!("t={t},v1={}", hex::encode(tag))
 }
 
-/// The signature header value for the generic scheme at `timestamp`: `sha256=<hex>`.
-pub fn sign_hmac(secret: &[u8], body: &[u8], timestamp: i64) -> String {
-    let tag = mac(secret, Some(timestamp), body).finalize().into_bytes();
+/// The signature header value for the generic scheme at `timestamp` for delivery id
+/// `delivery_id`: `sha256=<hex HMAC-SHA256(secret, "<timestamp>.<delivery_id>.<body>")>`.
+pub fn sign_hmac(secret: &[u8], body: &[u8], timestamp: i64, delivery_id: &str) -> String {
+    let tag = hmac_mac(secret, timestamp, delivery_id, body)
+        .finalize()
+        .into_bytes();
     format!("sha256={}", hex::encode(tag))
+}
+
+/// The generic scheme's three header names.
+struct HmacHeaders<'a> {
+    signature: &'a str,
+    timestamp: &'a str,
+    delivery: &'a str,
 }
 
 fn verify_github(secret: &[u8], headers: &dyn Headers, body: &[u8]) -> Result<(), SignatureError> {
@@ -197,18 +239,33 @@ fn verify_hmac(
     headers: &dyn Headers,
     body: &[u8],
     now: Timestamp,
-    signature_header: &str,
-    timestamp_header: &str,
+    names: HmacHeaders<'_>,
     tolerance_secs: i64,
 ) -> Result<(), SignatureError> {
-    let value = required(headers, signature_header)?;
+    let value = required(headers, names.signature)?;
     let hex_tag = value.strip_prefix("sha256=").unwrap_or(value);
-    let tag = decode_tag(signature_header, hex_tag)?;
-    let t = parse_secs(timestamp_header, required(headers, timestamp_header)?)?;
-    mac(secret, Some(t), body)
+    let tag = decode_tag(names.signature, hex_tag)?;
+    let t = parse_secs(names.timestamp, required(headers, names.timestamp)?)?;
+    // Untrimmed: the delivery id intake resolves from this header is the value as sent, so
+    // padding it must not verify under the unpadded signature.
+    let delivery_id =
+        headers
+            .header(names.delivery)
+            .ok_or_else(|| SignatureError::MissingHeader {
+                header: names.delivery.to_owned(),
+            })?;
+    hmac_mac(secret, t, delivery_id, body)
         .verify_slice(&tag)
         .map_err(|_| SignatureError::Mismatch)?;
     check_fresh(t, now, tolerance_secs)
+}
+
+/// HMAC-SHA256 keyed with `secret` over `"<timestamp>.<delivery_id>.<body>"`.
+fn hmac_mac(secret: &[u8], timestamp: i64, delivery_id: &str, body: &[u8]) -> HmacSha256 {
+    let mut mac = mac(secret, Some(timestamp), delivery_id.as_bytes());
+    mac.update(b".");
+    mac.update(body);
+    mac
 }
 
 /// HMAC-SHA256 keyed with `secret`, fed `"<timestamp>."` (when given) and then `body`.
@@ -292,6 +349,7 @@ mod tests {
         SignatureScheme::Hmac {
             signature_header: "X-Signature".to_owned(),
             timestamp_header: "X-Timestamp".to_owned(),
+            delivery_header: "X-Delivery".to_owned(),
             tolerance_secs: 300,
         }
     }
@@ -463,12 +521,20 @@ mod tests {
     #[test]
     fn generic_hmac_with_prefix_or_bare_hex() {
         let body = b"{\"n\":1}";
-        let signed = sign_hmac(b"k", body, NOW);
+        let signed = sign_hmac(b"k", body, NOW, "d-1");
         let ts = NOW.to_string();
-        let h = headers(&[("X-Signature", &signed), ("X-Timestamp", &ts)]);
+        let h = headers(&[
+            ("X-Signature", &signed),
+            ("X-Timestamp", &ts),
+            ("X-Delivery", "d-1"),
+        ]);
         assert_eq!(verify(&generic(), b"k", &h, body, now()), Ok(()));
         let bare = signed.trim_start_matches("sha256=");
-        let h = headers(&[("X-Signature", bare), ("X-Timestamp", &ts)]);
+        let h = headers(&[
+            ("X-Signature", bare),
+            ("X-Timestamp", &ts),
+            ("X-Delivery", "d-1"),
+        ]);
         assert_eq!(verify(&generic(), b"k", &h, body, now()), Ok(()));
         assert_eq!(
             verify(&generic(), b"k", &h, b"{\"n\":2}", now()),
@@ -481,8 +547,9 @@ mod tests {
         let body = b"x";
         let at = |t: i64| {
             headers(&[
-                ("x-signature", &sign_hmac(b"k", body, t)),
+                ("x-signature", &sign_hmac(b"k", body, t, "d-1")),
                 ("x-timestamp", &t.to_string()),
+                ("x-delivery", "d-1"),
             ])
         };
         assert_eq!(
@@ -522,7 +589,14 @@ mod tests {
 
     #[test]
     fn generic_hmac_missing_headers_are_named() {
-        let sig = sign_hmac(b"k", b"x", NOW);
+        let sig = sign_hmac(b"k", b"x", NOW, "d-1");
+        let no_delivery = headers(&[("x-signature", &sig), ("x-timestamp", "1700000000")]);
+        assert_eq!(
+            verify(&generic(), b"k", &no_delivery, b"x", now()),
+            Err(SignatureError::MissingHeader {
+                header: "X-Delivery".to_owned()
+            })
+        );
         let only_sig = headers(&[("x-signature", &sig)]);
         assert_eq!(
             verify(&generic(), b"k", &only_sig, b"x", now()),
@@ -537,6 +611,45 @@ mod tests {
                 header: "X-Signature".to_owned()
             })
         );
+    }
+
+    #[test]
+    fn generic_hmac_signs_the_exact_string_timestamp_dot_delivery_dot_body() {
+        // The documented signed string, computed independently of `sign_hmac`.
+        let mut expected = HmacSha256::new_from_slice(b"k").unwrap();
+        expected.update(b"1700000000.d-1.{\"n\":1}");
+        let expected = format!("sha256={}", hex::encode(expected.finalize().into_bytes()));
+        assert_eq!(sign_hmac(b"k", b"{\"n\":1}", NOW, "d-1"), expected);
+    }
+
+    #[test]
+    fn generic_hmac_refuses_a_changed_delivery_id_inside_the_tolerance() {
+        let body = b"{\"n\":1}";
+        let ts = NOW.to_string();
+        let sig = sign_hmac(b"k", body, NOW, "d-1");
+        for changed in ["d-2", " d-1", "d-1 ", "D-1"] {
+            let h = headers(&[
+                ("x-signature", &sig),
+                ("x-timestamp", &ts),
+                ("x-delivery", changed),
+            ]);
+            assert_eq!(
+                verify(&generic(), b"k", &h, body, now()),
+                Err(SignatureError::Mismatch),
+                "{changed:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn signed_headers_by_scheme() {
+        assert!(SignatureScheme::GitHub.signed_headers().is_empty());
+        assert!(stripe().signed_headers().is_empty());
+        assert_eq!(generic().signed_headers(), ["X-Delivery"]);
+        assert!(!generic().signs_header("X-Timestamp"));
+        assert!(generic().signs_header("x-delivery"));
+        assert!(!generic().signs_header("X-Tenant"));
+        assert!(!SignatureScheme::GitHub.signs_header("X-GitHub-Delivery"));
     }
 
     #[test]

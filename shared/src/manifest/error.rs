@@ -34,6 +34,30 @@ impl fmt::Display for ManifestError {
 
 impl std::error::Error for ManifestError {}
 
+/// Something the manifest allows but should be looked at: logged at load (`tracing::warn!`),
+/// never refused. Displays as `file:line: field: message`, as [`ManifestError`] does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ManifestWarning {
+    pub file: String,
+    /// One-based.
+    pub line: Option<usize>,
+    /// Dotted path such as `sources.github.tenant`.
+    pub field: String,
+    pub message: String,
+}
+
+impl fmt::Display for ManifestWarning {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let as_error = ManifestError {
+            file: self.file.clone(),
+            line: self.line,
+            field: self.field.clone(),
+            message: self.message.clone(),
+        };
+        fmt::Display::fmt(&as_error, f)
+    }
+}
+
 /// How serde's own messages begin; the text before `": " + stem` in a serde_yaml message is the
 /// path of the field at fault.
 const SERDE_MESSAGE_STEMS: &[&str] = &[

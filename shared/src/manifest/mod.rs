@@ -1,5 +1,6 @@
 //! The declarative configuration file, `sluice.yaml`: its typed model, its loading and
-//! validation (every error names the file, line and field), the secrets it names by environment
+//! validation (every error names the file, line and field; so does every warning, such as an
+//! identity field opted in to an unsigned header, logged at load), the secrets it names by environment
 //! variable, and the templates used in tool paths and bodies.
 //!
 //! ```yaml
@@ -21,12 +22,12 @@ mod validate;
 use std::collections::BTreeMap;
 use std::path::Path;
 
-pub use error::ManifestError;
+pub use error::{ManifestError, ManifestWarning};
 pub use model::{
-    AuthSpec, BreakerOverrides, ConnectorSpec, PipelineSpec, RetryOverrides, SourceSpec, StageSpec,
-    ToolSpec, ValueSource, DEFAULT_CONCURRENCY_LIMIT, DEFAULT_DELIVERY_HEADER,
-    DEFAULT_MAX_BODY_BYTES, DEFAULT_SIGNATURE_HEADER, DEFAULT_TIMEOUT_MS, DEFAULT_TIMESTAMP_HEADER,
-    DEFAULT_TOLERANCE_SECS, MIN_DEFAULT_SLOT_TTL_SECS,
+    AuthSpec, BreakerOverrides, ConnectorSpec, IdentityField, PipelineSpec, RetryOverrides,
+    SourceSpec, StageSpec, ToolSpec, ValueSource, BODY_DIGEST_SHA256, DEFAULT_CONCURRENCY_LIMIT,
+    DEFAULT_DELIVERY_HEADER, DEFAULT_MAX_BODY_BYTES, DEFAULT_SIGNATURE_HEADER, DEFAULT_TIMEOUT_MS,
+    DEFAULT_TIMESTAMP_HEADER, DEFAULT_TOLERANCE_SECS, MIN_DEFAULT_SLOT_TTL_SECS,
 };
 pub use secrets::Secrets;
 pub use template::{
@@ -41,6 +42,9 @@ pub struct Manifest {
     pub sources: BTreeMap<SourceId, SourceSpec>,
     pub connectors: BTreeMap<ConnectorId, ConnectorSpec>,
     pub pipelines: BTreeMap<PipelineName, PipelineSpec>,
+    /// What validation allowed but flagged (an identity field from an unsigned header, ...),
+    /// each naming the file and line; [`Manifest::log_warnings`] logs them at load.
+    pub warnings: Vec<ManifestWarning>,
 }
 
 impl Manifest {
@@ -59,6 +63,19 @@ impl Manifest {
     /// Validates manifest `text`; `file` is the name errors show.
     pub fn parse(text: &str, file: &str) -> Result<Self, ManifestError> {
         validate::parse(text, file)
+    }
+
+    /// Logs every warning (`tracing::warn!`, one line each with `file`, `line` and `field`).
+    /// Startup calls it once after loading.
+    pub fn log_warnings(&self) {
+        for warning in &self.warnings {
+            tracing::warn!(
+                file = %warning.file,
+                line = warning.line,
+                field = %warning.field,
+                "manifest warning: {warning}"
+            );
+        }
     }
 
     /// The pipeline `source` triggers.
@@ -90,10 +107,9 @@ mod tests {
         assert_eq!(source.scheme, SignatureScheme::GitHub);
         assert_eq!(source.secret_env, "DEMO_GITHUB_SECRET");
         assert_eq!(source.tenant, ValueSource::Value("demo".into()));
-        assert_eq!(
-            source.delivery_id,
-            ValueSource::Header("X-GitHub-Delivery".into())
-        );
+        assert_eq!(source.delivery_id, ValueSource::BodySha256);
+        assert!(source.allow_unsigned_headers.is_empty());
+        assert!(m.warnings.is_empty(), "{:?}", m.warnings);
         assert_eq!(
             source.run_key,
             [

@@ -22,7 +22,7 @@ pub const DEFAULT_TOLERANCE_SECS: i64 = 300;
 pub const DEFAULT_SIGNATURE_HEADER: &str = "X-Sluice-Signature";
 /// The generic HMAC scheme's default timestamp header.
 pub const DEFAULT_TIMESTAMP_HEADER: &str = "X-Sluice-Timestamp";
-/// The generic HMAC scheme's default delivery id header.
+/// The generic HMAC scheme's default delivery id header (`delivery_header`), which it signs.
 pub const DEFAULT_DELIVERY_HEADER: &str = "X-Sluice-Delivery";
 /// A connector's default call timeout.
 pub const DEFAULT_TIMEOUT_MS: u64 = 10_000;
@@ -34,7 +34,8 @@ pub const MIN_DEFAULT_SLOT_TTL_SECS: i64 = 30;
 /// Where a value (tenant, delivery id, run key part) comes from.
 ///
 /// In YAML: `{ value: acme }`, `{ pointer: /installation/account/login }`,
-/// `{ header: X-Tenant }`, or a bare string for a static value.
+/// `{ header: X-Tenant }`, `{ digest: sha256 }` (the SHA-256 of the raw body), or a bare
+/// string for a static value.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ValueSource {
     /// A fixed value.
@@ -43,14 +44,27 @@ pub enum ValueSource {
     Pointer(String),
     /// A request header, by name (case-insensitive).
     Header(String),
+    /// `sha256:<64 lower-case hex digits>`, the SHA-256 of the raw body: signed content by
+    /// every scheme, and the same for every resend of one request.
+    BodySha256,
 }
 
+/// The text of `{ digest: ... }` for [`ValueSource::BodySha256`].
+pub const BODY_DIGEST_SHA256: &str = "sha256";
+
 impl ValueSource {
-    /// The value for one delivery. A pointer to a string gives the string, to a number or a
-    /// boolean its text; to nothing, null, an array or an object: `None`.
-    pub fn resolve(&self, payload: &Json, headers: &dyn Headers) -> Option<String> {
+    /// The value for one delivery, whose raw body has hex SHA-256 `body_sha256`. A pointer to
+    /// a string gives the string, to a number or a boolean its text; to nothing, null, an array
+    /// or an object: `None`.
+    pub fn resolve(
+        &self,
+        payload: &Json,
+        headers: &dyn Headers,
+        body_sha256: &str,
+    ) -> Option<String> {
         match self {
             ValueSource::Value(value) => Some(value.clone()),
+            ValueSource::BodySha256 => Some(format!("sha256:{body_sha256}")),
             ValueSource::Header(name) => headers.header(name).map(str::to_owned),
             ValueSource::Pointer(pointer) => match payload.pointer(pointer)? {
                 Json::String(s) => Some(s.clone()),
@@ -74,7 +88,7 @@ impl<'de> Visitor<'de> for ValueSourceVisitor {
     type Value = ValueSource;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a string, or a map with one key: `value`, `pointer` or `header`")
+        f.write_str("a string, or a map with one key: `value`, `pointer`, `header` or `digest`")
     }
 
     fn visit_str<E: de::Error>(self, value: &str) -> Result<ValueSource, E> {
@@ -82,7 +96,7 @@ impl<'de> Visitor<'de> for ValueSourceVisitor {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<ValueSource, A::Error> {
-        const KEYS: &[&str] = &["value", "pointer", "header"];
+        const KEYS: &[&str] = &["value", "pointer", "header", "digest"];
         let mut found = None;
         let mut count = 0;
         while let Some(key) = map.next_key::<String>()? {
@@ -92,6 +106,13 @@ impl<'de> Visitor<'de> for ValueSourceVisitor {
                 "value" => ValueSource::Value(text),
                 "pointer" => ValueSource::Pointer(text),
                 "header" => ValueSource::Header(text),
+                "digest" if text == BODY_DIGEST_SHA256 => ValueSource::BodySha256,
+                "digest" => {
+                    return Err(de::Error::invalid_value(
+                        de::Unexpected::Str(&text),
+                        &"`sha256`, the only digest",
+                    ))
+                }
                 other => return Err(de::Error::unknown_field(other, KEYS)),
             });
         }
@@ -99,7 +120,7 @@ impl<'de> Visitor<'de> for ValueSourceVisitor {
             Some(source) if count == 1 => Ok(source),
             _ => Err(de::Error::invalid_length(
                 count,
-                &"exactly one of `value`, `pointer`, `header`",
+                &"exactly one of `value`, `pointer`, `header`, `digest`",
             )),
         }
     }
@@ -112,16 +133,52 @@ pub struct SourceSpec {
     /// Environment variable holding the signing secret.
     pub secret_env: String,
     pub tenant: ValueSource,
-    /// Defaults by scheme: GitHub `X-GitHub-Delivery`, Stripe `/id`, HMAC `X-Sluice-Delivery`.
+    /// Defaults by scheme: GitHub the body's SHA-256 (`{ digest: sha256 }`: GitHub signs no
+    /// header), Stripe `/id`, HMAC its signed delivery header (`X-Sluice-Delivery`).
     pub delivery_id: ValueSource,
     /// Parts of the run key, joined with `:` by whoever resolves them. Defaults to the
     /// delivery id.
     pub run_key: Vec<ValueSource>,
+    /// The identity fields (`delivery_id`, `tenant`, `run_key`) the manifest allows to come
+    /// from a header the scheme does not sign (`allow_unsigned_headers`); each one was warned
+    /// about at load.
+    pub allow_unsigned_headers: Vec<IdentityField>,
     pub pipeline: PipelineName,
     /// Larger bodies are refused (default 262144).
     pub max_body_bytes: usize,
     /// Overrides the global per-source intake rate.
     pub rate_limit_per_minute: Option<u32>,
+}
+
+/// A field that says who a delivery is: which tenant, which delivery, which run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum IdentityField {
+    DeliveryId,
+    Tenant,
+    RunKey,
+}
+
+impl IdentityField {
+    /// Every identity field.
+    pub const ALL: [IdentityField; 3] = [
+        IdentityField::DeliveryId,
+        IdentityField::Tenant,
+        IdentityField::RunKey,
+    ];
+
+    /// The manifest key: `delivery_id`, `tenant` or `run_key`.
+    pub fn key(self) -> &'static str {
+        match self {
+            IdentityField::DeliveryId => "delivery_id",
+            IdentityField::Tenant => "tenant",
+            IdentityField::RunKey => "run_key",
+        }
+    }
+
+    /// The field named `key`.
+    pub fn from_key(key: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|f| f.key() == key)
+    }
 }
 
 /// The header a connector's credential goes in, and the variable holding it.
@@ -289,7 +346,7 @@ mod tests {
             "list": [1],
         });
         let headers = FakeHeaders(vec![("X-GitHub-Delivery", "d-1")]);
-        let resolve = |s: ValueSource| s.resolve(&payload, &headers);
+        let resolve = |s: ValueSource| s.resolve(&payload, &headers, "ab12");
         let pointer = |p: &str| ValueSource::Pointer(p.to_owned());
         assert_eq!(
             resolve(ValueSource::Value("acme".into())),
@@ -307,6 +364,7 @@ mod tests {
         assert_eq!(resolve(pointer("/none")), None);
         assert_eq!(resolve(pointer("/list")), None);
         assert_eq!(resolve(pointer("/missing")), None);
+        assert_eq!(resolve(ValueSource::BodySha256), Some("sha256:ab12".into()));
     }
 
     #[test]
@@ -332,6 +390,11 @@ mod tests {
             .to_string()
             .contains("unknown field `path`"));
         assert!(parse("42").is_err());
+        assert_eq!(parse("digest: sha256").unwrap(), ValueSource::BodySha256);
+        assert!(parse("digest: md5")
+            .unwrap_err()
+            .to_string()
+            .contains("the only digest"));
     }
 
     #[test]

@@ -46,6 +46,11 @@ pub(super) struct RawSource {
     pub tolerance_seconds: Option<i64>,
     pub signature_header: Option<String>,
     pub timestamp_header: Option<String>,
+    pub delivery_header: Option<String>,
+    /// Identity fields (`delivery_id`, `tenant`, `run_key`) allowed to come from a header
+    /// the scheme does not sign.
+    #[serde(default)]
+    pub allow_unsigned_headers: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -1,15 +1,25 @@
 //! From text to a checked [`Manifest`]: YAML syntax, then shape (serde, unknown keys refused),
 //! then meaning (ids, references between sections, ranges, templates), each error naming the
 //! file, line and field.
+//!
+//! # Identity from signed content
+//!
+//! A source's delivery id, tenant and run key decide which execution a delivery belongs to,
+//! so they must come from what the signature covers: the body (`pointer`, `digest`), a fixed
+//! `value`, or a header the scheme signs (only the generic scheme signs headers: its
+//! `delivery_header`, whose exact value it signs). A `header:` source for one of them that the
+//! scheme does not sign is an error, unless the source lists the field in
+//! `allow_unsigned_headers`; then it is a warning naming the file and line, logged at load.
 
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::fmt::Display;
 
-use super::error::ManifestError;
+use super::error::{ManifestError, ManifestWarning};
 use super::locate::{line_of, FieldPath};
 use super::model::{
-    is_stage_name, AuthSpec, BreakerOverrides, ConnectorSpec, PipelineSpec, RetryOverrides,
-    SourceSpec, StageSpec, ToolSpec, ValueSource, DEFAULT_CONCURRENCY_LIMIT,
+    is_stage_name, AuthSpec, BreakerOverrides, ConnectorSpec, IdentityField, PipelineSpec,
+    RetryOverrides, SourceSpec, StageSpec, ToolSpec, ValueSource, DEFAULT_CONCURRENCY_LIMIT,
     DEFAULT_DELIVERY_HEADER, DEFAULT_MAX_BODY_BYTES, DEFAULT_SIGNATURE_HEADER, DEFAULT_TIMEOUT_MS,
     DEFAULT_TIMESTAMP_HEADER, DEFAULT_TOLERANCE_SECS, MIN_DEFAULT_SLOT_TTL_SECS,
 };
@@ -27,7 +37,11 @@ type Result<T> = std::result::Result<T, ManifestError>;
 
 /// Parses and checks manifest `text`, read from `file`.
 pub(super) fn parse(text: &str, file: &str) -> Result<Manifest> {
-    let checker = Checker { text, file };
+    let checker = Checker {
+        text,
+        file,
+        warnings: RefCell::default(),
+    };
     // Syntax and duplicate keys first: typed deserialization keeps the last of two equal keys.
     let document: serde_yaml::Value =
         serde_yaml::from_str(text).map_err(|e| ManifestError::from_yaml(file, text, &e))?;
@@ -42,9 +56,19 @@ pub(super) fn parse(text: &str, file: &str) -> Result<Manifest> {
 struct Checker<'t> {
     text: &'t str,
     file: &'t str,
+    warnings: RefCell<Vec<ManifestWarning>>,
 }
 
 impl Checker<'_> {
+    fn warn(&self, at: &FieldPath, message: impl Into<String>) {
+        self.warnings.borrow_mut().push(ManifestWarning {
+            file: self.file.to_owned(),
+            line: line_of(self.text, at),
+            field: at.to_string(),
+            message: message.into(),
+        });
+    }
+
     fn error(&self, at: &FieldPath, message: impl Into<String>) -> ManifestError {
         ManifestError {
             file: self.file.to_owned(),
@@ -90,6 +114,7 @@ impl Checker<'_> {
             sources,
             connectors,
             pipelines,
+            warnings: self.warnings.take(),
         })
     }
 
@@ -110,10 +135,14 @@ impl Checker<'_> {
                 self.value_source(&at.key("delivery_id"), source)?;
                 source.clone()
             }
-            None => match raw.scheme {
-                RawScheme::Github => ValueSource::Header("X-GitHub-Delivery".into()),
-                RawScheme::Stripe => ValueSource::Pointer("/id".into()),
-                RawScheme::Hmac => ValueSource::Header(DEFAULT_DELIVERY_HEADER.into()),
+            // GitHub signs no header: its X-GitHub-Delivery can be changed by anyone who
+            // captured a request, so the default is the digest of the signed body.
+            None => match &scheme {
+                SignatureScheme::GitHub => ValueSource::BodySha256,
+                SignatureScheme::Stripe { .. } => ValueSource::Pointer("/id".into()),
+                SignatureScheme::Hmac {
+                    delivery_header, ..
+                } => ValueSource::Header(delivery_header.clone()),
             },
         };
         let run_key = match &raw.run_key {
@@ -128,6 +157,9 @@ impl Checker<'_> {
                 parts.clone()
             }
         };
+
+        let allow_unsigned_headers =
+            self.identity_from_signed_content(at, raw, &scheme, &delivery_id, &run_key)?;
 
         let pipeline_at = at.key("pipeline");
         let pipeline = self.id(&pipeline_at, PipelineName::parse, &raw.pipeline)?;
@@ -158,10 +190,119 @@ impl Checker<'_> {
             tenant: raw.tenant.clone(),
             delivery_id,
             run_key,
+            allow_unsigned_headers,
             pipeline,
             max_body_bytes,
             rate_limit_per_minute,
         })
+    }
+
+    /// Checks that the delivery id, tenant and run key come from signed content (see the
+    /// module docs); returns the fields `allow_unsigned_headers` lets through, warned about.
+    fn identity_from_signed_content(
+        &self,
+        at: &FieldPath,
+        raw: &RawSource,
+        scheme: &SignatureScheme,
+        delivery_id: &ValueSource,
+        run_key: &[ValueSource],
+    ) -> Result<Vec<IdentityField>> {
+        let allow_at = at.key("allow_unsigned_headers");
+        let mut allowed = Vec::new();
+        for (i, key) in raw.allow_unsigned_headers.iter().enumerate() {
+            let Some(field) = IdentityField::from_key(key) else {
+                return Err(self.error(
+                    &allow_at.index(i),
+                    format!("{key:?} is not one of delivery_id, tenant, run_key"),
+                ));
+            };
+            if !allowed.contains(&field) {
+                allowed.push(field);
+            }
+        }
+        let scheme_name = match raw.scheme {
+            RawScheme::Github => "github",
+            RawScheme::Stripe => "stripe",
+            RawScheme::Hmac => "hmac",
+        };
+        let signed = match scheme.signed_headers().as_slice() {
+            [] if raw.scheme == RawScheme::Github => "it signs only the body".to_owned(),
+            [] => "it signs only the body and its timestamp".to_owned(),
+            names => format!(
+                "it signs only the body and the headers {}",
+                names.join(", ")
+            ),
+        };
+        // (field, where it is written, its header when unsigned)
+        let mut unsigned: Vec<(IdentityField, FieldPath, String)> = Vec::new();
+        let mut check = |field: IdentityField, written_at: FieldPath, source: &ValueSource| {
+            if let ValueSource::Header(name) = source {
+                if !scheme.signs_header(name) {
+                    unsigned.push((field, written_at, name.clone()));
+                }
+            }
+        };
+        check(
+            IdentityField::DeliveryId,
+            at.key("delivery_id"),
+            delivery_id,
+        );
+        check(IdentityField::Tenant, at.key("tenant"), &raw.tenant);
+        match &raw.run_key {
+            Some(_) => {
+                for (i, part) in run_key.iter().enumerate() {
+                    check(IdentityField::RunKey, at.key("run_key").index(i), part);
+                }
+            }
+            // The default run key is the delivery id: unsigned if it is.
+            None => check(IdentityField::RunKey, at.key("delivery_id"), delivery_id),
+        }
+        for (field, written_at, header) in &unsigned {
+            let key = field.key();
+            if allowed.contains(field) {
+                self.warn(
+                    written_at,
+                    format!(
+                        "{key} comes from header {header}, which scheme {scheme_name} does not                          sign ({signed}); allowed by allow_unsigned_headers, but anyone holding                          one captured request can resend it with another {key}"
+                    ),
+                );
+            } else {
+                let defaulted = if *field == IdentityField::RunKey && raw.run_key.is_none() {
+                    " (run_key defaults to delivery_id)"
+                } else {
+                    ""
+                };
+                let instead = match raw.scheme {
+                    RawScheme::Hmac => {
+                        ", from the header the scheme signs (delivery_header)".to_owned()
+                    }
+                    _ => String::new(),
+                };
+                return Err(self.error(
+                    written_at,
+                    format!(
+                        "{key} comes from header {header}{defaulted}, which scheme                          {scheme_name} does not sign ({signed}), so anyone holding one                          captured request could resend it with another {key}; take {key}                          from the body ({{ pointer: /... }} or {{ digest: sha256 }}), a fixed                          {{ value: ... }}{instead}, or accept the risk with                          `allow_unsigned_headers: [{key}]` on this source"
+                    ),
+                ));
+            }
+        }
+        for (i, field) in allowed.iter().enumerate() {
+            if !unsigned.iter().any(|(f, _, _)| f == field) {
+                let index = raw
+                    .allow_unsigned_headers
+                    .iter()
+                    .position(|k| k == field.key())
+                    .unwrap_or(i);
+                return Err(self.error(
+                    &allow_at.index(index),
+                    format!(
+                        "{} does not come from an unsigned header; remove it from the list",
+                        field.key()
+                    ),
+                ));
+            }
+        }
+        Ok(allowed)
     }
 
     /// The signature scheme and its settings; settings of other schemes are refused.
@@ -209,12 +350,18 @@ impl Checker<'_> {
                     &raw.timestamp_header,
                     DEFAULT_TIMESTAMP_HEADER,
                 )?,
+                delivery_header: header(
+                    "delivery_header",
+                    &raw.delivery_header,
+                    DEFAULT_DELIVERY_HEADER,
+                )?,
                 tolerance_secs: tolerance(self)?,
             },
         };
         if raw.scheme != RawScheme::Hmac {
             only_for("signature_header", raw.signature_header.is_some(), "hmac")?;
             only_for("timestamp_header", raw.timestamp_header.is_some(), "hmac")?;
+            only_for("delivery_header", raw.delivery_header.is_some(), "hmac")?;
         }
         Ok(scheme)
     }
@@ -556,7 +703,7 @@ sources:
     tenant: { pointer: /installation/account/login }
     run_key:
       - pointer: /repository/full_name
-      - header: X-Run
+      - pointer: /run
     pipeline: review
 connectors:
   crm:
@@ -632,7 +779,7 @@ pipelines:
         assert_eq!(gh.scheme, SignatureScheme::Stripe { tolerance_secs: 60 });
         assert_eq!(gh.delivery_id, ValueSource::Pointer("/id".into()));
         let hmac = BASE.replacen("scheme: github", "scheme: hmac", 1).replacen(
-            "    run_key:\n      - pointer: /repository/full_name\n      - header: X-Run\n",
+            "    run_key:\n      - pointer: /repository/full_name\n      - pointer: /run\n",
             "",
             1,
         );
@@ -643,6 +790,7 @@ pipelines:
             SignatureScheme::Hmac {
                 signature_header: DEFAULT_SIGNATURE_HEADER.into(),
                 timestamp_header: DEFAULT_TIMESTAMP_HEADER.into(),
+                delivery_header: DEFAULT_DELIVERY_HEADER.into(),
                 tolerance_secs: DEFAULT_TOLERANCE_SECS,
             }
         );
@@ -651,6 +799,163 @@ pipelines:
             ValueSource::Header(DEFAULT_DELIVERY_HEADER.into())
         );
         assert_eq!(gh.run_key, std::slice::from_ref(&gh.delivery_id));
+    }
+
+    #[test]
+    fn identity_from_an_unsigned_header_is_an_error_naming_the_field() {
+        let err = error_for(
+            "tenant: { pointer: /installation/account/login }",
+            "tenant: { header: X-Tenant }",
+        );
+        assert!(
+            err.message.contains("allow_unsigned_headers: [tenant]")
+                && err
+                    .message
+                    .contains("github does not sign (it signs only the body)"),
+            "{err}"
+        );
+        check(
+            err,
+            "sources.gh.tenant",
+            Some(5),
+            "tenant comes from header X-Tenant",
+        );
+        check(
+            error_for(
+                "    run_key:\n",
+                "    delivery_id: { header: X-GitHub-Delivery }\n    run_key:\n",
+            ),
+            "sources.gh.delivery_id",
+            Some(6),
+            "delivery_id comes from header X-GitHub-Delivery",
+        );
+        check(
+            error_for("      - pointer: /run", "      - header: X-Run"),
+            "sources.gh.run_key[1]",
+            Some(8),
+            "run_key comes from header X-Run",
+        );
+        // Stripe signs no header either.
+        let stripe = BASE
+            .replacen("scheme: github", "scheme: stripe", 1)
+            .replacen("      - pointer: /run", "      - header: X-Run", 1);
+        let err = Manifest::parse(&stripe, "sluice.yaml").unwrap_err();
+        check(
+            err,
+            "sources.gh.run_key[1]",
+            Some(8),
+            "signs only the body and its timestamp",
+        );
+        // The generic scheme signs its delivery header, not any other.
+        let hmac = BASE.replacen("scheme: github", "scheme: hmac", 1).replacen(
+            "    run_key:\n",
+            "    delivery_id: { header: X-Event-Id }\n    run_key:\n",
+            1,
+        );
+        let err = Manifest::parse(&hmac, "sluice.yaml").unwrap_err();
+        assert!(err.message.contains("delivery_header"), "{err}");
+        check(
+            err,
+            "sources.gh.delivery_id",
+            Some(6),
+            "delivery_id comes from header X-Event-Id",
+        );
+        let signed = hmac.replacen(
+            "    delivery_id:",
+            "    delivery_header: X-Event-Id\n    delivery_id:",
+            1,
+        );
+        let m = Manifest::parse(&signed, "sluice.yaml").unwrap();
+        assert!(m.warnings.is_empty(), "{:?}", m.warnings);
+        let gh = &m.sources[&SourceId::parse("gh").unwrap()];
+        assert!(gh.scheme.signs_header("x-event-id"));
+    }
+
+    #[test]
+    fn the_opt_in_lets_an_unsigned_header_through_with_a_warning_naming_file_and_line() {
+        let text = BASE.replacen(
+            "    tenant: { pointer: /installation/account/login }\n",
+            "    tenant: { header: X-Tenant }\n    allow_unsigned_headers: [tenant]\n",
+            1,
+        );
+        let m = Manifest::parse(&text, "sluice.yaml").unwrap();
+        let gh = &m.sources[&SourceId::parse("gh").unwrap()];
+        assert_eq!(gh.allow_unsigned_headers, [IdentityField::Tenant]);
+        assert_eq!(m.warnings.len(), 1, "{:?}", m.warnings);
+        let warning = &m.warnings[0];
+        assert_eq!(
+            (warning.file.as_str(), warning.line, warning.field.as_str()),
+            ("sluice.yaml", Some(5), "sources.gh.tenant")
+        );
+        let shown = warning.to_string();
+        assert!(
+            shown
+                .starts_with("sluice.yaml:5: sources.gh.tenant: tenant comes from header X-Tenant")
+                && shown.contains("allowed by allow_unsigned_headers"),
+            "{shown}"
+        );
+
+        // A defaulted run key follows the delivery id: both need the opt-in.
+        let delivery = BASE.replacen(
+            "    run_key:\n      - pointer: /repository/full_name\n      - pointer: /run\n",
+            "    delivery_id: { header: X-GitHub-Delivery }\n    allow_unsigned_headers: [delivery_id]\n",
+            1,
+        );
+        check(
+            Manifest::parse(&delivery, "sluice.yaml").unwrap_err(),
+            "sources.gh.delivery_id",
+            Some(6),
+            "run_key comes from header X-GitHub-Delivery (run_key defaults to delivery_id)",
+        );
+        let both = delivery.replacen("[delivery_id]", "[delivery_id, run_key]", 1);
+        let m = Manifest::parse(&both, "sluice.yaml").unwrap();
+        let fields: Vec<_> = m
+            .warnings
+            .iter()
+            .map(|w| (w.field.as_str(), w.line))
+            .collect();
+        assert_eq!(
+            fields,
+            [
+                ("sources.gh.delivery_id", Some(6)),
+                ("sources.gh.delivery_id", Some(6))
+            ]
+        );
+        assert!(m.warnings[1].message.starts_with("run_key comes from"));
+
+        // The list names identity fields, and only ones that need it.
+        check(
+            error_for(
+                "    run_key:\n",
+                "    allow_unsigned_headers: [tenant]\n    run_key:\n",
+            ),
+            "sources.gh.allow_unsigned_headers[0]",
+            Some(6),
+            "tenant does not come from an unsigned header",
+        );
+        check(
+            error_for(
+                "    run_key:\n",
+                "    allow_unsigned_headers: [pipeline]\n    run_key:\n",
+            ),
+            "sources.gh.allow_unsigned_headers[0]",
+            Some(6),
+            "\"pipeline\" is not one of delivery_id, tenant, run_key",
+        );
+    }
+
+    #[test]
+    fn github_identity_defaults_to_the_body_digest() {
+        let text = BASE.replacen(
+            "    run_key:\n      - pointer: /repository/full_name\n      - pointer: /run\n",
+            "",
+            1,
+        );
+        let m = Manifest::parse(&text, "sluice.yaml").unwrap();
+        let gh = &m.sources[&SourceId::parse("gh").unwrap()];
+        assert_eq!(gh.delivery_id, ValueSource::BodySha256);
+        assert_eq!(gh.run_key, [ValueSource::BodySha256]);
+        assert!(m.warnings.is_empty());
     }
 
     #[test]
@@ -681,10 +986,10 @@ pipelines:
             "unknown field `retries`",
         );
         check(
-            error_for("      - header: X-Run", "      - headr: X-Run"),
-            "sources.gh.run_key[1].headr",
+            error_for("      - pointer: /run", "      - pointr: /run"),
+            "sources.gh.run_key[1].pointr",
             Some(8),
-            "unknown field `headr`",
+            "unknown field `pointr`",
         );
         check(
             error_for("pipelines:", "pipeline:"),

@@ -1661,7 +1661,7 @@ pipelines:
             let source = SourceId::parse(source).unwrap();
             let pipeline = self.app.manifest.sources[&source].pipeline.clone();
             let run_key = RunKey::parse(run_key).unwrap();
-            let id = ExecutionId::for_run_key(&source, &run_key);
+            let id = ExecutionId::for_run_key(&TenantId::parse("acme").unwrap(), &source, &run_key);
             let new = NewExecution {
                 id: id.clone(),
                 tenant: TenantId::parse("acme").unwrap(),

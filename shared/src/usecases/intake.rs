@@ -13,7 +13,11 @@
 //! 5. The delivery id, tenant and every run key part resolve (`ValueSource::resolve`; the parts
 //!    are joined with `:`), else 400 `missing_field` naming the field and where it was looked
 //!    for; a value that is not a valid id (too long, a `#` in a tenant, ...) is 400
-//!    `invalid_field`.
+//!    `invalid_field`. They come from signed content only (the body, its digest, a fixed
+//!    value, a header the scheme signs), unless the manifest opted a field in with
+//!    `allow_unsigned_headers` (see `manifest::validate` and docs/architecture.md,
+//!    "Identity"). The execution id hashes (tenant, source, run key); the dedupe record is keyed
+//!    by (tenant, source, delivery id).
 //! 6. The RECEIVED ledger event fits the ledger (see *Payload size*), else 413
 //!    `payload_too_large`.
 //!
@@ -41,7 +45,7 @@
 //! | claim the delivery id (TTL `DELIVERY_DEDUPE_TTL_SECONDS`) | `deliveries().claim` | DynamoDB PutItem |
 //! | count it in the source's rate window | `rate().register` | DynamoDB UpdateItem; over the rate 3 (the full window, the backlog's next position, its window's count; 4 when the backlog starts again), whatever the backlog's length |
 //! | RECEIVED, seq 1, `{"payload", "delivery_id", "source"}` | `ledger().append` | DynamoDB PutItem |
-//! | the execution, id from (source, run key), `not_before` = now + delay | `executions().create` | DynamoDB PutItem |
+//! | the execution, id from (tenant, source, run key), `not_before` = now + delay | `executions().create` | DynamoDB PutItem |
 //! | DELAYED, seq 2 (only when over the rate) | `ledger().append` | DynamoDB PutItem |
 //! | stage 0 message, delayed to `not_before` | `queue().send` | SQS SendMessage |
 //! | execution RECEIVED -> QUEUED | `executions().update` | DynamoDB UpdateItem |
@@ -425,16 +429,23 @@ fn inspect<B: Backend, T: ToolClient>(
     let payload: Value =
         serde_json::from_slice(body).map_err(|e| IntakeError::InvalidJson(e.to_string()))?;
 
-    // 5.
-    let delivery_id = resolve(&spec.delivery_id, "delivery_id", &payload, headers)?;
+    // 5. From signed content only, unless the manifest allowed an unsigned header (warned at
+    // load): see manifest::validate, "Identity from signed content".
+    let payload_hash = hex::encode(Sha256::digest(body));
+    let signed = Signed {
+        payload: &payload,
+        headers,
+        body_sha256: &payload_hash,
+    };
+    let delivery_id = signed.resolve(&spec.delivery_id, "delivery_id")?;
     let delivery_id = DeliveryId::parse(delivery_id).map_err(|e| invalid("delivery_id", e))?;
-    let tenant = resolve(&spec.tenant, "tenant", &payload, headers)?;
+    let tenant = signed.resolve(&spec.tenant, "tenant")?;
     let tenant = TenantId::parse(tenant).map_err(|e| invalid("tenant", e))?;
     let parts = spec
         .run_key
         .iter()
         .enumerate()
-        .map(|(i, part)| resolve(part, &format!("run_key[{i}]"), &payload, headers))
+        .map(|(i, part)| signed.resolve(part, &format!("run_key[{i}]")))
         .collect::<Result<Vec<_>, _>>()?;
     let run_key = RunKey::parse(parts.join(":")).map_err(|e| invalid("run_key", e))?;
 
@@ -453,13 +464,13 @@ fn inspect<B: Backend, T: ToolClient>(
     }
 
     Ok(Delivery {
-        execution_id: ExecutionId::for_run_key(source_id, &run_key),
+        execution_id: ExecutionId::for_run_key(&tenant, source_id, &run_key),
         source: source_id.clone(),
         delivery_id,
         tenant,
         run_key,
         pipeline: spec.pipeline.clone(),
-        payload_hash: hex::encode(Sha256::digest(body)),
+        payload_hash,
         rate_limit: spec
             .rate_limit_per_minute
             .unwrap_or(app.config.webhook_rate_limit_per_minute),
@@ -677,7 +688,7 @@ async fn step_by_step<B: Backend, T: ToolClient>(
     }
     if let Err(error) = backend
         .deliveries()
-        .mark_queued(&delivery.source, &delivery.delivery_id)
+        .mark_queued(&delivery.tenant, &delivery.source, &delivery.delivery_id)
         .await
     {
         tracing::warn!(
@@ -726,23 +737,29 @@ fn is_json_media_type(content_type: &str) -> bool {
     kind.eq_ignore_ascii_case("application") && (subtype == "json" || subtype.ends_with("+json"))
 }
 
-/// A configured value for one delivery; absent and empty are both missing.
-fn resolve(
-    source: &ValueSource,
-    field: &str,
-    payload: &Value,
-    headers: &BTreeMap<String, String>,
-) -> Result<String, IntakeError> {
-    match source.resolve(payload, headers) {
-        Some(value) if !value.is_empty() => Ok(value),
-        _ => Err(IntakeError::MissingField {
-            field: field.to_owned(),
-            location: match source {
-                ValueSource::Value(_) => "a fixed value".to_owned(),
-                ValueSource::Pointer(pointer) => format!("JSON pointer {pointer}"),
-                ValueSource::Header(header) => format!("header {header}"),
-            },
-        }),
+/// What a verified delivery's identity fields are read from.
+struct Signed<'a> {
+    payload: &'a Value,
+    headers: &'a BTreeMap<String, String>,
+    /// Hex SHA-256 of the raw body.
+    body_sha256: &'a str,
+}
+
+impl Signed<'_> {
+    /// A configured value for one delivery; absent and empty are both missing.
+    fn resolve(&self, source: &ValueSource, field: &str) -> Result<String, IntakeError> {
+        match source.resolve(self.payload, self.headers, self.body_sha256) {
+            Some(value) if !value.is_empty() => Ok(value),
+            _ => Err(IntakeError::MissingField {
+                field: field.to_owned(),
+                location: match source {
+                    ValueSource::Value(_) => "a fixed value".to_owned(),
+                    ValueSource::Pointer(pointer) => format!("JSON pointer {pointer}"),
+                    ValueSource::Header(header) => format!("header {header}"),
+                    ValueSource::BodySha256 => "the body's SHA-256".to_owned(),
+                },
+            }),
+        }
     }
 }
 
@@ -837,6 +854,8 @@ sources:
     scheme: github
     secret_env: GH_SECRET
     tenant: acme
+    delivery_id: { header: X-GitHub-Delivery }
+    allow_unsigned_headers: [delivery_id]
     run_key:
       - pointer: /repository/full_name
       - pointer: /after
@@ -862,7 +881,20 @@ sources:
   generic:
     scheme: hmac
     secret_env: HMAC_SECRET
-    tenant: { header: X-Tenant }
+    tenant: { pointer: /team }
+    pipeline: p
+  gh-default:
+    scheme: github
+    secret_env: GH_SECRET
+    tenant: acme
+    pipeline: p
+  multi:
+    scheme: github
+    secret_env: GH_SECRET
+    tenant: { pointer: /org }
+    delivery_id: { pointer: /event_id }
+    run_key:
+      - pointer: /repository/full_name
     pipeline: p
 connectors:
   c:
@@ -904,7 +936,7 @@ pipelines:
     fn app_on<B: Backend>(backend: B, clock: &FakeClock) -> App<B, NoTools> {
         let manifest = Manifest::parse(MANIFEST, "test.yaml").expect("manifest");
         let mut secrets = Secrets::default();
-        for source in ["gh", "small", "big"] {
+        for source in ["gh", "small", "big", "gh-default", "multi"] {
             secrets.insert_source_secret(id(source), GH_SECRET);
         }
         secrets.insert_source_secret(id("stripe"), STRIPE_SECRET);
@@ -951,6 +983,11 @@ pipelines:
         }
     }
 
+    /// The default GitHub delivery id (and run key) of `body`: `sha256:<hex>`.
+    fn body_digest(body: &[u8]) -> String {
+        format!("sha256:{}", hex::encode(Sha256::digest(body)))
+    }
+
     fn with_header(mut req: EdgeRequest, name: &str, value: Option<&str>) -> EdgeRequest {
         match value {
             Some(value) => req.headers.insert(name.to_owned(), value.to_owned()),
@@ -989,6 +1026,7 @@ pipelines:
     /// Nothing at all was written for `delivery` of `source`.
     async fn assert_nothing_stored(
         app: &App<MemoryBackend, NoTools>,
+        tenant: &str,
         source: &str,
         delivery: &str,
     ) {
@@ -996,7 +1034,7 @@ pipelines:
         assert!(backend.queue.is_empty(), "a message was queued");
         let record = backend
             .deliveries
-            .get(&id(source), &id(delivery))
+            .get(&id(tenant), &id(source), &id(delivery))
             .await
             .expect("get");
         assert_eq!(record, None, "a delivery was recorded");
@@ -1023,7 +1061,7 @@ pipelines:
         let execution_id = exec_id(&response);
         assert_eq!(
             execution_id,
-            ExecutionId::for_run_key(&id("gh"), &id("acme/app:abc123"))
+            ExecutionId::for_run_key(&id("acme"), &id("gh"), &id("acme/app:abc123"))
         );
 
         let execution = app
@@ -1065,7 +1103,7 @@ pipelines:
         let delivery = app
             .backend
             .deliveries
-            .get(&id("gh"), &id("d-1"))
+            .get(&id("acme"), &id("gh"), &id("d-1"))
             .await
             .unwrap()
             .unwrap();
@@ -1137,7 +1175,7 @@ pipelines:
         let joined = app
             .backend
             .deliveries
-            .get(&id("gh"), &id("d-2"))
+            .get(&id("acme"), &id("gh"), &id("d-2"))
             .await
             .unwrap()
             .unwrap();
@@ -1245,7 +1283,7 @@ pipelines:
         );
         let response = handle(&app, req).await;
         assert_error(&response, 401, "invalid_signature");
-        assert_nothing_stored(&app, "gh", "d-1").await;
+        assert_nothing_stored(&app, "acme", "gh", "d-1").await;
 
         // A signature over another body.
         let req = github("gh", "d-1", push("acme/app", "abc"));
@@ -1254,7 +1292,7 @@ pipelines:
             ..req
         };
         assert_error(&handle(&app, tampered).await, 401, "invalid_signature");
-        assert_nothing_stored(&app, "gh", "d-1").await;
+        assert_nothing_stored(&app, "acme", "gh", "d-1").await;
     }
 
     #[tokio::test]
@@ -1277,7 +1315,7 @@ pipelines:
             Some("sha1=0000"),
         );
         assert_error(&handle(&app, malformed).await, 401, "malformed_signature");
-        assert_nothing_stored(&app, "gh", "d-1").await;
+        assert_nothing_stored(&app, "acme", "gh", "d-1").await;
     }
 
     fn stripe(body: &[u8], t: i64) -> EdgeRequest {
@@ -1310,14 +1348,14 @@ pipelines:
         assert_error(&stale, 401, "stale_signature");
         let ahead = handle(&app, stripe(&body, START + 301)).await;
         assert_error(&ahead, 401, "stale_signature");
-        assert_nothing_stored(&app, "stripe", "evt_1").await;
+        assert_nothing_stored(&app, "acct_9", "stripe", "evt_1").await;
 
         let fresh = handle(&app, stripe(&body, START - 299)).await;
         assert_eq!(fresh.status, 202, "{fresh:?}");
         // Delivery id (and run key) from /id, tenant from /account.
         assert_eq!(
             exec_id(&fresh),
-            ExecutionId::for_run_key(&id("stripe"), &id("evt_1"))
+            ExecutionId::for_run_key(&id("acct_9"), &id("stripe"), &id("evt_1"))
         );
         let execution = app
             .backend
@@ -1333,25 +1371,29 @@ pipelines:
         assert_eq!(retry.body["status"], json!("duplicate"));
     }
 
-    #[tokio::test]
-    async fn the_generic_hmac_scheme() {
-        let (app, _) = setup();
-        let body = br#"{"event":"build.finished"}"#.to_vec();
-        let req = EdgeRequest {
+    /// A generic-scheme request for delivery `delivery`, signed at `t`.
+    fn generic_hmac(body: Vec<u8>, delivery: &str, t: i64) -> EdgeRequest {
+        EdgeRequest {
             method: "POST".into(),
             path: "/webhooks/generic".into(),
             headers: BTreeMap::from([
                 (
                     "x-sluice-signature".to_owned(),
-                    sign_hmac(HMAC_SECRET, &body, START),
+                    sign_hmac(HMAC_SECRET, &body, t, delivery),
                 ),
-                ("x-sluice-timestamp".to_owned(), START.to_string()),
-                ("x-sluice-delivery".to_owned(), "gen-1".to_owned()),
-                ("x-tenant".to_owned(), "team-a".to_owned()),
+                ("x-sluice-timestamp".to_owned(), t.to_string()),
+                ("x-sluice-delivery".to_owned(), delivery.to_owned()),
             ]),
             body,
             ..EdgeRequest::default()
-        };
+        }
+    }
+
+    #[tokio::test]
+    async fn the_generic_hmac_scheme() {
+        let (app, _) = setup();
+        let body = br#"{"event":"build.finished","team":"team-a"}"#.to_vec();
+        let req = generic_hmac(body, "gen-1", START);
         let response = handle(&app, req.clone()).await;
         assert_eq!(
             response.status, 202,
@@ -1366,14 +1408,13 @@ pipelines:
             .unwrap();
         assert_eq!(execution.tenant, id("team-a"));
 
-        let bad_tenant = with_header(req, "x-tenant", Some("team#a"));
-        let bad_tenant = with_header(bad_tenant, "x-sluice-delivery", Some("gen-2"));
-        let response = handle(&app, bad_tenant).await;
+        let bad_tenant = br#"{"event":"build.finished","team":"team#a"}"#.to_vec();
+        let response = handle(&app, generic_hmac(bad_tenant, "gen-2", START)).await;
         assert_error(&response, 400, "invalid_field");
         let record = app
             .backend
             .deliveries
-            .get(&id("generic"), &id("gen-2"))
+            .get(&id("team-a"), &id("generic"), &id("gen-2"))
             .await
             .unwrap();
         assert_eq!(record, None);
@@ -1403,7 +1444,7 @@ pipelines:
         assert!(app
             .backend
             .deliveries
-            .get(&id("small"), &id("d-2"))
+            .get(&id("acme"), &id("small"), &id(&body_digest(&body_of(1025))))
             .await
             .unwrap()
             .is_none());
@@ -1421,13 +1462,14 @@ pipelines:
         let (app, _) = setup();
         let text = "y".repeat(MAX_DETAIL_BYTES);
         let body = serde_json::to_vec(&json!({ "text": text })).unwrap();
+        let digest = body_digest(&body);
         let response = handle(&app, github("big", "d-1", body)).await;
         assert_error(&response, 413, "payload_too_large");
         assert!(response.body["error"]["message"]
             .as_str()
             .unwrap()
             .contains("ledger"));
-        assert_nothing_stored(&app, "big", "d-1").await;
+        assert_nothing_stored(&app, "acme", "big", &digest).await;
 
         // Measured after re-serialization: indentation does not count.
         let spread = json!({ "text": "z".repeat(MAX_DETAIL_BYTES - 1000) });
@@ -1455,7 +1497,7 @@ pipelines:
         assert_error(&handle(&app, not_json).await, 400, "invalid_json");
         let empty = github("gh", "d-1", Vec::new());
         assert_error(&handle(&app, empty).await, 400, "invalid_json");
-        assert_nothing_stored(&app, "gh", "d-1").await;
+        assert_nothing_stored(&app, "acme", "gh", "d-1").await;
 
         for (n, content_type) in [
             "application/json",
@@ -1491,7 +1533,7 @@ pipelines:
             message.contains("run_key[1]") && message.contains("/after"),
             "{message}"
         );
-        assert_nothing_stored(&app, "gh", "d-1").await;
+        assert_nothing_stored(&app, "acme", "gh", "d-1").await;
 
         let no_delivery = with_header(
             github("gh", "d-1", push("acme/app", "abc")),
@@ -1600,7 +1642,7 @@ pipelines:
         app.secrets = Arc::new(Secrets::default());
         let response = handle(&app, github("gh", "d-1", push("acme/app", "abc"))).await;
         assert_error(&response, 500, "internal_error");
-        assert_nothing_stored(&app, "gh", "d-1").await;
+        assert_nothing_stored(&app, "acme", "gh", "d-1").await;
     }
 
     // --- failures mid-way -------------------------------------------------------------------
@@ -1778,10 +1820,10 @@ pipelines:
         assert_error(&response, 503, "unavailable");
 
         // The fast path recorded everything QUEUED in one write; only the message is missing.
-        let execution_id = ExecutionId::for_run_key(&id("gh"), &id("acme/app:abc"));
+        let execution_id = ExecutionId::for_run_key(&id("acme"), &id("gh"), &id("acme/app:abc"));
         let delivery = memory
             .deliveries
-            .get(&id("gh"), &id("d-1"))
+            .get(&id("acme"), &id("gh"), &id("d-1"))
             .await
             .unwrap()
             .unwrap();
@@ -1828,7 +1870,7 @@ pipelines:
         assert_error(&response, 503, "unavailable");
         let delivery = memory
             .deliveries
-            .get(&id("gh"), &id("d-1"))
+            .get(&id("acme"), &id("gh"), &id("d-1"))
             .await
             .unwrap()
             .unwrap();
@@ -1854,7 +1896,7 @@ pipelines:
         assert_eq!(memory.queue.len(), 1);
         let delivery = memory
             .deliveries
-            .get(&id("gh"), &id("d-1"))
+            .get(&id("acme"), &id("gh"), &id("d-1"))
             .await
             .unwrap()
             .unwrap();
@@ -1864,6 +1906,187 @@ pipelines:
         let again = handle(&app, github("gh", "d-1", push("acme/app", "abc"))).await;
         assert_eq!(again.status, 200);
         assert_eq!(memory.queue.len(), 1);
+    }
+
+    /// Records every tool call and answers 200.
+    #[derive(Debug, Clone, Default)]
+    struct RecordingTools(Arc<std::sync::Mutex<Vec<ToolRequest>>>);
+
+    impl ToolClient for RecordingTools {
+        async fn call(&self, request: &ToolRequest) -> ToolOutcome {
+            self.0.lock().expect("calls").push(request.clone());
+            ToolOutcome::Succeeded {
+                status: 200,
+                body: json!({ "id": 1 }),
+                latency_ms: 1,
+            }
+        }
+    }
+
+    impl RecordingTools {
+        fn calls(&self) -> usize {
+            self.0.lock().expect("calls").len()
+        }
+    }
+
+    /// Runs every visible stage message with the executor until the queue is empty.
+    async fn drain(app: &App<MemoryBackend, RecordingTools>) {
+        let worker = crate::domain::ids::HolderId::random();
+        for _ in 0..10 {
+            let got = app.backend.queue.receive(10, 30, 0).await.expect("receive");
+            if got.is_empty() {
+                return;
+            }
+            for (receipt, result) in crate::usecases::execute::run_batch(app, &worker, got).await {
+                result.expect("the stage runs");
+                app.backend.queue.ack(&receipt).await.expect("ack");
+            }
+        }
+        panic!("the queue did not drain");
+    }
+
+    #[tokio::test]
+    async fn a_captured_github_request_resent_with_a_new_delivery_header_30_days_later_starts_nothing(
+    ) {
+        let clock = FakeClock::at(Timestamp::from_secs(START));
+        let shared: Arc<dyn Clock> = Arc::new(clock.clone());
+        let tools = RecordingTools::default();
+        let app = App::new(
+            MemoryBackend::new(shared),
+            tools.clone(),
+            Arc::new(clock.clone()),
+            Manifest::parse(MANIFEST, "test.yaml").expect("manifest"),
+            {
+                let mut secrets = Secrets::default();
+                secrets.insert_source_secret(id("gh-default"), GH_SECRET);
+                secrets
+            },
+            ReliabilityConfig::from_lookup(|_| None).expect("defaults"),
+        )
+        .with_emf(EmfSink::Memory(Default::default()));
+        let request = |delivery: &str| {
+            let mut req = github("gh-default", delivery, push("acme/app", "abc"));
+            req.headers.remove("content-type");
+            req
+        };
+        let body = push("acme/app", "abc");
+
+        let first = accept_webhook(&app, "gh-default", &request("d-1").headers, &body)
+            .await
+            .expect("accepted");
+        let Accepted::Queued { execution_id } = first else {
+            panic!("a new run: {first:?}")
+        };
+        // The default run key (and delivery id) is the digest of the signed body.
+        let digest = body_digest(&body);
+        assert_eq!(
+            execution_id,
+            ExecutionId::for_run_key(&id("acme"), &id("gh-default"), &id(&digest))
+        );
+        drain(&app).await;
+        assert_eq!(tools.calls(), 1);
+        let done = app
+            .backend
+            .executions
+            .get(&execution_id)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(done.status, ExecutionStatus::Succeeded);
+        assert_eq!(done.run_key, id(&digest));
+
+        // 30 days on the dedupe record has expired; the execution record has no TTL. The same
+        // signed body comes back with a fresh X-GitHub-Delivery.
+        let ttl = app.config.delivery_dedupe_ttl_secs;
+        clock.advance_secs(30 * 86_400);
+        assert!(30 * 86_400 > ttl, "the dedupe record has expired");
+        let replay = accept_webhook(&app, "gh-default", &request("d-999").headers, &body)
+            .await
+            .expect("answered");
+        assert_eq!(
+            replay,
+            Accepted::Joined {
+                execution_id: execution_id.clone()
+            },
+            "the execution record holds it: no new run"
+        );
+        assert!(app.backend.queue.is_empty(), "no second message");
+        drain(&app).await;
+        assert_eq!(tools.calls(), 1, "no second tool call");
+        let events = app.backend.ledger.events(&execution_id).await.unwrap();
+        assert_eq!(
+            events
+                .iter()
+                .filter(|e| e.kind == EventKind::Received)
+                .count(),
+            1
+        );
+        let page = app
+            .backend
+            .executions
+            .list(&id("acme"), None, 10, None)
+            .await
+            .unwrap();
+        let ids: Vec<_> = page.items.iter().map(|e| e.id.clone()).collect();
+        assert_eq!(ids, [execution_id], "no other execution");
+    }
+
+    #[tokio::test]
+    async fn two_tenants_with_one_run_key_and_one_delivery_id_get_two_executions() {
+        let (app, _) = setup();
+        let body = |org: &str| {
+            serde_json::to_vec(&json!({
+                "event_id": "e-1",
+                "org": org,
+                "repository": {"full_name": "shared/app"},
+            }))
+            .unwrap()
+        };
+        let a = handle(&app, github("multi", "x", body("tenant-a"))).await;
+        let b = handle(&app, github("multi", "x", body("tenant-b"))).await;
+        assert_eq!((a.status, b.status), (202, 202), "{a:?} {b:?}");
+        assert_eq!(b.body["status"], json!("accepted"), "not a duplicate of a");
+        assert_ne!(exec_id(&a), exec_id(&b));
+        for (response, tenant) in [(&a, "tenant-a"), (&b, "tenant-b")] {
+            let execution = app
+                .backend
+                .executions
+                .get(&exec_id(response))
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(execution.tenant, id(tenant));
+            assert_eq!(execution.run_key, id("shared/app"));
+            let record = app
+                .backend
+                .deliveries
+                .get(&id(tenant), &id("multi"), &id("e-1"))
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(record.execution_id, exec_id(response));
+        }
+        assert_eq!(app.backend.queue.len(), 2);
+    }
+
+    #[tokio::test]
+    async fn the_generic_scheme_refuses_a_changed_delivery_header_inside_the_tolerance() {
+        let (app, clock) = setup();
+        let body = br#"{"event":"build.finished","team":"team-a"}"#.to_vec();
+        let req = generic_hmac(body, "gen-1", START);
+        assert_eq!(handle(&app, req.clone()).await.status, 202);
+        clock.advance_secs(60);
+        let resent = with_header(req, "x-sluice-delivery", Some("gen-2"));
+        let response = handle(&app, resent).await;
+        assert_error(&response, 401, "invalid_signature");
+        assert_eq!(app.backend.queue.len(), 1);
+        let record = app
+            .backend
+            .deliveries
+            .get(&id("team-a"), &id("generic"), &id("gen-2"))
+            .await
+            .unwrap();
+        assert_eq!(record, None);
     }
 
     #[tokio::test]

@@ -1,4 +1,5 @@
-//! Contract of [`DeliveryStore`]: first claim wins, later claims learn the winner, expiry frees.
+//! Contract of [`DeliveryStore`]: first claim wins, later claims learn the winner, expiry frees;
+//! a delivery id is unique per (tenant, source).
 
 use sluice::domain::delivery::{ClaimOutcome, DeliveryClaim, DeliveryStatus};
 use sluice::domain::ids::ExecutionId;
@@ -8,10 +9,14 @@ use super::t0;
 use crate::id;
 
 fn claim(source: &str, delivery: &str, hash: &str) -> DeliveryClaim {
+    claim_of("acme", source, delivery, hash)
+}
+
+fn claim_of(tenant: &str, source: &str, delivery: &str, hash: &str) -> DeliveryClaim {
     DeliveryClaim {
         source: id!(SourceId, source),
         delivery_id: id!(DeliveryId, delivery),
-        tenant: id!(TenantId, "acme"),
+        tenant: id!(TenantId, tenant),
         execution_id: ExecutionId::random(),
         payload_hash: hash.to_string(),
     }
@@ -50,9 +55,24 @@ pub async fn run<S: DeliveryStore>(store: &S) {
         .expect("claim");
     assert!(matches!(other, ClaimOutcome::Claimed(_)));
 
+    // So is the same delivery id of the same source for another tenant: its own record.
+    let beta = claim_of("beta", "github", "d-1", "h1");
+    let other = store.claim(beta.clone(), now, ttl).await.expect("claim");
+    let ClaimOutcome::Claimed(beta_rec) = other else {
+        panic!("another tenant's claim must win: {other:?}")
+    };
+    assert_eq!(beta_rec.execution_id, beta.execution_id);
+    assert_eq!(
+        store
+            .get(&beta.tenant, &beta.source, &beta.delivery_id)
+            .await
+            .expect("get"),
+        Some(beta_rec.clone())
+    );
+
     // Queued status is visible to later duplicates.
     assert!(store
-        .mark_queued(&first.source, &first.delivery_id)
+        .mark_queued(&first.tenant, &first.source, &first.delivery_id)
         .await
         .expect("mark"));
     let dup = store
@@ -65,19 +85,33 @@ pub async fn run<S: DeliveryStore>(store: &S) {
     assert_eq!(seen.status, DeliveryStatus::Queued);
     assert_eq!(seen.execution_id, first.execution_id);
     let got = store
-        .get(&first.source, &first.delivery_id)
+        .get(&first.tenant, &first.source, &first.delivery_id)
         .await
         .expect("get");
     assert_eq!(got.map(|r| r.status), Some(DeliveryStatus::Queued));
+    // Marking acme's delivery left beta's as it was.
+    let beta_now = store
+        .get(&beta.tenant, &beta.source, &beta.delivery_id)
+        .await
+        .expect("get");
+    assert_eq!(beta_now.map(|r| r.status), Some(DeliveryStatus::Received));
 
     // Unknown deliveries.
     assert!(!store
-        .mark_queued(&id!(SourceId, "github"), &id!(DeliveryId, "nope"))
+        .mark_queued(
+            &id!(TenantId, "acme"),
+            &id!(SourceId, "github"),
+            &id!(DeliveryId, "nope")
+        )
         .await
         .expect("mark"));
     assert_eq!(
         store
-            .get(&id!(SourceId, "github"), &id!(DeliveryId, "nope"))
+            .get(
+                &id!(TenantId, "acme"),
+                &id!(SourceId, "github"),
+                &id!(DeliveryId, "nope")
+            )
             .await
             .expect("get"),
         None

@@ -30,7 +30,8 @@ fn new_exec(tenant: &str) -> NewExecution {
     let source = id!(SourceId, "github");
     let run_key = id!(RunKey, "acme/app@abc123");
     NewExecution {
-        id: ExecutionId::for_run_key(&source, &run_key),
+        // Always acme's id: a create by another tenant on this id must find acme's record.
+        id: ExecutionId::for_run_key(&id!(TenantId, "acme"), &source, &run_key),
         tenant: id!(TenantId, tenant),
         source,
         pipeline: id!(PipelineName, "review"),

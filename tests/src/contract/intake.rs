@@ -84,7 +84,7 @@ where
         let claim = &write.claim;
         let record = self
             .deliveries
-            .get(&claim.source, &claim.delivery_id)
+            .get(&claim.tenant, &claim.source, &claim.delivery_id)
             .await
             .expect("get claim");
         assert_eq!(record, None, "a claim was stored");
@@ -124,7 +124,11 @@ where
     assert_eq!(s.executions.get(&exec).await.unwrap(), Some(record.clone()));
     let claim = s
         .deliveries
-        .get(&first.claim.source, &first.claim.delivery_id)
+        .get(
+            &first.claim.tenant,
+            &first.claim.source,
+            &first.claim.delivery_id,
+        )
         .await
         .unwrap()
         .expect("the claim");
@@ -148,9 +152,11 @@ where
         s.accept(joined.clone()).await,
         AcceptOutcome::Joined(record.clone())
     );
-    let unclaimed = s
-        .deliveries
-        .get(&joined.claim.source, &joined.claim.delivery_id);
+    let unclaimed = s.deliveries.get(
+        &joined.claim.tenant,
+        &joined.claim.source,
+        &joined.claim.delivery_id,
+    );
     assert_eq!(unclaimed.await.unwrap(), None);
     assert_eq!(s.ledger.events(&exec).await.unwrap().len(), 1);
 
@@ -182,9 +188,11 @@ where
     s.ledger.append(stray.received.clone()).await.unwrap();
     let unsettled = write("stripe", "e-2", &half, 5, now);
     assert_eq!(s.accept(unsettled.clone()).await, AcceptOutcome::Unsettled);
-    let unclaimed = s
-        .deliveries
-        .get(&unsettled.claim.source, &unsettled.claim.delivery_id);
+    let unclaimed = s.deliveries.get(
+        &unsettled.claim.tenant,
+        &unsettled.claim.source,
+        &unsettled.claim.delivery_id,
+    );
     assert_eq!(unclaimed.await.unwrap(), None);
     assert_eq!(s.executions.get(&half).await.unwrap(), None);
 
@@ -203,7 +211,11 @@ where
     ));
     let stored = s
         .deliveries
-        .get(&renewed.claim.source, &renewed.claim.delivery_id)
+        .get(
+            &renewed.claim.tenant,
+            &renewed.claim.source,
+            &renewed.claim.delivery_id,
+        )
         .await
         .unwrap()
         .expect("the new claim");

@@ -37,6 +37,9 @@ pub const SOURCE: &str = "gh";
 pub const CONNECTOR: &str = "rec";
 /// The tenant of the test source.
 pub const TENANT: &str = "acme";
+/// The source [`ManifestSpec::tenant_source`] adds: GitHub scheme, tenant from the signed
+/// body's `/org`, run key `/repository/full_name`, same secret and pipeline as [`SOURCE`].
+pub const TENANT_SOURCE: &str = "gh-orgs";
 
 /// Short reliability settings for tests: seconds instead of minutes.
 pub const TEST_SETTINGS: &[(&str, &str)] = &[
@@ -67,6 +70,8 @@ pub struct ManifestSpec {
     pub first_stage_attempts: Option<u32>,
     /// Only the first stage.
     pub single_stage: bool,
+    /// Declare [`TENANT_SOURCE`] too.
+    pub tenant_source: bool,
 }
 
 impl Default for ManifestSpec {
@@ -78,6 +83,7 @@ impl Default for ManifestSpec {
             timeout_ms: 2000,
             first_stage_attempts: None,
             single_stage: false,
+            tenant_source: false,
         }
     }
 }
@@ -94,6 +100,15 @@ impl ManifestSpec {
         } else {
             format!("      - name: notify\n        connector: {CONNECTOR}\n        tool: notify\n")
         };
+        let tenant_source = if self.tenant_source {
+            format!(
+                "  {TENANT_SOURCE}:\n    scheme: github\n    secret_env: {SECRET_ENV}\n    \
+                 tenant: {{ pointer: /org }}\n    run_key:\n      - pointer: \
+                 /repository/full_name\n    pipeline: review\n"
+            )
+        } else {
+            String::new()
+        };
         format!(
             r#"sources:
   {SOURCE}:
@@ -105,7 +120,7 @@ impl ManifestSpec {
       - pointer: /after
     pipeline: review
     rate_limit_per_minute: {rate}
-connectors:
+{tenant_source}connectors:
   {CONNECTOR}:
     base_url: {base_url}
     timeout_ms: {timeout}
@@ -337,13 +352,23 @@ impl System {
             .expect("minting a token")
     }
 
-    /// Sends `payload` to `/webhooks/gh`, signed, as delivery `delivery_id`: the status and the
-    /// JSON answer.
+    /// Sends `payload` to `/webhooks/gh`, signed, with `X-GitHub-Delivery: delivery_id` (not
+    /// signed: GitHub signs only the body): the status and the JSON answer.
     pub async fn deliver(&self, delivery_id: &str, payload: &Value) -> (u16, Value) {
+        self.deliver_to(SOURCE, delivery_id, payload).await
+    }
+
+    /// [`System::deliver`] to `source`.
+    pub async fn deliver_to(
+        &self,
+        source: &str,
+        delivery_id: &str,
+        payload: &Value,
+    ) -> (u16, Value) {
         let body = serde_json::to_vec(payload).expect("payload serializes");
         let response = self
             .http
-            .post(format!("{}/webhooks/{SOURCE}", self.base_url))
+            .post(format!("{}/webhooks/{source}", self.base_url))
             .header("content-type", "application/json")
             .header("x-github-delivery", delivery_id)
             .header(

@@ -1,5 +1,5 @@
-//! [`DeliveryStore`] on DynamoDB: one dedupe item per (source, delivery id) at
-//! `DELIVERY#{source}#{delivery_id}` / `DELIVERY`.
+//! [`DeliveryStore`] on DynamoDB: one dedupe item per (tenant, source, delivery id) at
+//! `DELIVERY#{tenant}#{source}#{delivery_id}` / `DELIVERY`.
 
 use aws_sdk_dynamodb::types::ReturnValue;
 use aws_sdk_dynamodb::Client;
@@ -13,7 +13,8 @@ use crate::domain::ids::{DeliveryId, ExecutionId, SourceId, TenantId};
 use crate::domain::time::Timestamp;
 use crate::ports::{DeliveryStore, StoreResult};
 
-/// The stored shape of a dedupe record; source and delivery id live in the key.
+/// The stored shape of a dedupe record; source and delivery id live in the key (the tenant
+/// too, and in its own attribute).
 #[derive(Debug, Serialize, Deserialize)]
 struct DeliveryItem {
     pk: String,
@@ -29,7 +30,7 @@ struct DeliveryItem {
 impl DeliveryItem {
     fn new(record: &DeliveryRecord) -> Self {
         Self {
-            pk: keys::delivery_pk(&record.source, &record.delivery_id),
+            pk: keys::delivery_pk(&record.tenant, &record.source, &record.delivery_id),
             sk: DELIVERY_SK.to_owned(),
             execution_id: record.execution_id.clone(),
             tenant: record.tenant.clone(),
@@ -70,14 +71,15 @@ impl DynamoDeliveryStore {
         }
     }
 
-    /// The record in `item`, the record of (`source`, `delivery_id`).
+    /// The record in `item`, the record of (`tenant`, `source`, `delivery_id`).
     pub(super) fn parse(
         operation: &'static str,
+        tenant: &TenantId,
         source: &SourceId,
         delivery_id: &DeliveryId,
         item: Item,
     ) -> StoreResult<DeliveryRecord> {
-        let key = keys::describe(&keys::delivery_pk(source, delivery_id), DELIVERY_SK);
+        let key = keys::describe(&keys::delivery_pk(tenant, source, delivery_id), DELIVERY_SK);
         let stored: DeliveryItem = parse_item(operation, &key, item)?;
         Ok(stored.into_record(source, delivery_id))
     }
@@ -108,7 +110,11 @@ impl DeliveryStore for DynamoDeliveryStore {
         ttl_secs: i64,
     ) -> StoreResult<ClaimOutcome> {
         const OP: &str = "delivery.claim";
-        let (source, delivery_id) = (claim.source.clone(), claim.delivery_id.clone());
+        let (tenant, source, delivery_id) = (
+            claim.tenant.clone(),
+            claim.source.clone(),
+            claim.delivery_id.clone(),
+        );
         let record = DeliveryRecord::new(claim, now, ttl_secs);
         let (item, x) = claim_write(OP, &record, now)?;
         match put_item(&self.client, &self.table, item, x, OP).await? {
@@ -118,6 +124,7 @@ impl DeliveryStore for DynamoDeliveryStore {
             }
             Conditional::Failed(old) => Ok(ClaimOutcome::Duplicate(Self::parse(
                 OP,
+                &tenant,
                 &source,
                 &delivery_id,
                 old,
@@ -126,7 +133,12 @@ impl DeliveryStore for DynamoDeliveryStore {
     }
 
     #[tracing::instrument(skip_all, fields(source = %source, delivery_id = %delivery_id))]
-    async fn mark_queued(&self, source: &SourceId, delivery_id: &DeliveryId) -> StoreResult<bool> {
+    async fn mark_queued(
+        &self,
+        tenant: &TenantId,
+        source: &SourceId,
+        delivery_id: &DeliveryId,
+    ) -> StoreResult<bool> {
         const OP: &str = "delivery.mark_queued";
         let mut x = Expr::default();
         let queued = x.value(to_value(OP, &DeliveryStatus::Queued)?);
@@ -134,7 +146,7 @@ impl DeliveryStore for DynamoDeliveryStore {
         let pk = x.name(PK);
         // Without it an update would create a bare item for an unknown delivery.
         x.require(format!("attribute_exists({pk})"));
-        let key = keys::key(keys::delivery_pk(source, delivery_id), DELIVERY_SK);
+        let key = keys::key(keys::delivery_pk(tenant, source, delivery_id), DELIVERY_SK);
         let outcome = update_item(&self.client, &self.table, key, x, ReturnValue::None, OP).await?;
         Ok(matches!(outcome, Conditional::Written(_)))
     }
@@ -142,6 +154,7 @@ impl DeliveryStore for DynamoDeliveryStore {
     #[tracing::instrument(skip_all, fields(source = %source, delivery_id = %delivery_id))]
     async fn get(
         &self,
+        tenant: &TenantId,
         source: &SourceId,
         delivery_id: &DeliveryId,
     ) -> StoreResult<Option<DeliveryRecord>> {
@@ -151,7 +164,7 @@ impl DeliveryStore for DynamoDeliveryStore {
             .get_item()
             .table_name(&self.table)
             .set_key(Some(keys::key(
-                keys::delivery_pk(source, delivery_id),
+                keys::delivery_pk(tenant, source, delivery_id),
                 DELIVERY_SK,
             )))
             .consistent_read(true)
@@ -159,7 +172,7 @@ impl DeliveryStore for DynamoDeliveryStore {
             .await
             .map_err(|e| store_error(OP, e))?;
         out.item
-            .map(|item| Self::parse(OP, source, delivery_id, item))
+            .map(|item| Self::parse(OP, tenant, source, delivery_id, item))
             .transpose()
     }
 }

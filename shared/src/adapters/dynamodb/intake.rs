@@ -3,7 +3,7 @@
 //!
 //! | # | item | write | condition |
 //! |---|---|---|---|
-//! | 0 | `DELIVERY#{source}#{delivery_id}` / `DELIVERY` | Put (status QUEUED) | `attribute_not_exists(pk) OR expires_at < :now` |
+//! | 0 | `DELIVERY#{tenant}#{source}#{delivery_id}` / `DELIVERY` | Put (status QUEUED) | `attribute_not_exists(pk) OR expires_at < :now` |
 //! | 1 | `EXEC#{id}` / `META` | Put (status QUEUED) | `attribute_not_exists(pk)` |
 //! | 2 | `EXEC#{id}` / `EVENT#{1:020}` | Put (RECEIVED) | `attribute_not_exists(sk)` |
 //! | 3 | `RATE#{source}` / `WINDOW#{minute}` | Update `ADD count 1` | `attribute_not_exists(count) OR count < :limit` |
@@ -173,9 +173,14 @@ fn read_reasons(
                 refused = true;
                 match index {
                     0 => {
-                        let (source, delivery) = (&write.claim.source, &write.claim.delivery_id);
-                        refusals.claimed =
-                            Some(DynamoDeliveryStore::parse(OP, source, delivery, old())?);
+                        let claim = &write.claim;
+                        refusals.claimed = Some(DynamoDeliveryStore::parse(
+                            OP,
+                            &claim.tenant,
+                            &claim.source,
+                            &claim.delivery_id,
+                            old(),
+                        )?);
                     }
                     1 => {
                         refusals.existing =

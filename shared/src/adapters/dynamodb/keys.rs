@@ -128,9 +128,12 @@ pub fn describe(pk: &str, sk: &str) -> String {
     format!("{pk} / {sk}")
 }
 
-/// `DELIVERY#{source}#{delivery_id}`.
-pub fn delivery_pk(source: &SourceId, delivery_id: &DeliveryId) -> String {
-    format!("DELIVERY#{source}#{delivery_id}")
+/// `DELIVERY#{tenant}#{source}#{delivery_id}`: a delivery id is unique per tenant and
+/// source (neither a tenant nor a source holds `#`, so the key reads unambiguously). Before
+/// the tenant was part of it the key was `DELIVERY#{source}#{delivery_id}`; those records are
+/// no longer looked up and expire by TTL.
+pub fn delivery_pk(tenant: &TenantId, source: &SourceId, delivery_id: &DeliveryId) -> String {
+    format!("DELIVERY#{tenant}#{source}#{delivery_id}")
 }
 
 /// `EXEC#{execution_id}`: the execution record and its ledger events.

@@ -5,13 +5,25 @@ use std::sync::{Arc, Mutex};
 
 use super::lock;
 use crate::domain::delivery::{ClaimOutcome, DeliveryClaim, DeliveryRecord, DeliveryStatus};
-use crate::domain::ids::{DeliveryId, SourceId};
+use crate::domain::ids::{DeliveryId, SourceId, TenantId};
 use crate::domain::time::Timestamp;
 use crate::ports::{DeliveryStore, StoreResult};
 
-pub(super) type Records = HashMap<(SourceId, DeliveryId), DeliveryRecord>;
+pub(super) type Records = HashMap<DeliveryKey, DeliveryRecord>;
 
-/// Delivery dedupe records keyed by (source, delivery id). Like DynamoDB before its TTL reaper
+/// What a dedupe record is keyed by: (tenant, source, delivery id).
+pub(super) type DeliveryKey = (TenantId, SourceId, DeliveryId);
+
+/// The key of `record`.
+pub(super) fn key_of(record: &DeliveryRecord) -> DeliveryKey {
+    (
+        record.tenant.clone(),
+        record.source.clone(),
+        record.delivery_id.clone(),
+    )
+}
+
+/// Delivery dedupe records keyed by (tenant, source, delivery id). Like DynamoDB before its TTL reaper
 /// runs, an expired record stays readable until a new claim replaces it.
 #[derive(Debug, Clone, Default)]
 pub struct MemoryDeliveryStore {
@@ -33,7 +45,11 @@ impl DeliveryStore for MemoryDeliveryStore {
         ttl_secs: i64,
     ) -> StoreResult<ClaimOutcome> {
         let mut records = lock(&self.records);
-        let key = (claim.source.clone(), claim.delivery_id.clone());
+        let key = (
+            claim.tenant.clone(),
+            claim.source.clone(),
+            claim.delivery_id.clone(),
+        );
         match records.get(&key) {
             Some(existing) if existing.blocks_claim_at(now) => {
                 Ok(ClaimOutcome::Duplicate(existing.clone()))
@@ -46,9 +62,14 @@ impl DeliveryStore for MemoryDeliveryStore {
         }
     }
 
-    async fn mark_queued(&self, source: &SourceId, delivery_id: &DeliveryId) -> StoreResult<bool> {
+    async fn mark_queued(
+        &self,
+        tenant: &TenantId,
+        source: &SourceId,
+        delivery_id: &DeliveryId,
+    ) -> StoreResult<bool> {
         let mut records = lock(&self.records);
-        let key = (source.clone(), delivery_id.clone());
+        let key = (tenant.clone(), source.clone(), delivery_id.clone());
         Ok(match records.get_mut(&key) {
             Some(record) => {
                 record.status = DeliveryStatus::Queued;
@@ -60,10 +81,11 @@ impl DeliveryStore for MemoryDeliveryStore {
 
     async fn get(
         &self,
+        tenant: &TenantId,
         source: &SourceId,
         delivery_id: &DeliveryId,
     ) -> StoreResult<Option<DeliveryRecord>> {
-        let key = (source.clone(), delivery_id.clone());
+        let key = (tenant.clone(), source.clone(), delivery_id.clone());
         Ok(lock(&self.records).get(&key).cloned())
     }
 }
@@ -71,7 +93,7 @@ impl DeliveryStore for MemoryDeliveryStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::ids::{ExecutionId, TenantId};
+    use crate::domain::ids::ExecutionId;
 
     fn claim(delivery: &str) -> DeliveryClaim {
         DeliveryClaim {
@@ -113,8 +135,14 @@ mod tests {
             .claim(c.clone(), Timestamp::from_secs(1), 60)
             .await
             .unwrap();
-        assert!(clone.mark_queued(&c.source, &c.delivery_id).await.unwrap());
-        let got = store.get(&c.source, &c.delivery_id).await.unwrap();
+        assert!(clone
+            .mark_queued(&c.tenant, &c.source, &c.delivery_id)
+            .await
+            .unwrap());
+        let got = store
+            .get(&c.tenant, &c.source, &c.delivery_id)
+            .await
+            .unwrap();
         assert_eq!(got.map(|r| r.status), Some(DeliveryStatus::Queued));
     }
 }

@@ -44,7 +44,7 @@ impl IntakeStore for MemoryIntakeStore {
         let delivery = write.delivery_record();
         let execution = write.execution_record();
         let (now, window) = (write.now, write.window());
-        let claim_key = (delivery.source.clone(), delivery.delivery_id.clone());
+        let claim_key = super::delivery::key_of(&delivery);
         let window_key = (delivery.source.clone(), window);
 
         // All four locks, always in this order (every other operation takes one at a time),
