@@ -56,13 +56,14 @@ fn app(base_url: &str) -> App<MemoryBackend, HttpToolClient> {
 async fn seed(app: &App<MemoryBackend, HttpToolClient>, n: usize) -> ReceivedMessage {
     let source = SourceId::parse(SOURCE).unwrap();
     let run_key = RunKey::parse(format!("acme/app:{n}")).unwrap();
-    let id = ExecutionId::for_run_key(&source, &run_key);
+    let tenant = TenantId::parse(TENANT).unwrap();
+    let id = ExecutionId::for_run_key(&tenant, &source, &run_key);
     let pipeline = app.manifest.sources[&source].pipeline.clone();
     let now = app.clock.now();
     let executions = &app.backend.executions;
     let new = NewExecution {
         id: id.clone(),
-        tenant: TenantId::parse(TENANT).unwrap(),
+        tenant,
         source,
         pipeline,
         run_key,
