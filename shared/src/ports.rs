@@ -286,6 +286,17 @@ pub struct StageMessage {
     pub stage: u32,
     /// Earliest time the stage may run; delays beyond SQS's 900 s are chained through it.
     pub not_before: Option<Timestamp>,
+    /// How many times in a row this stage has been deferred (slots full, breaker open, probe
+    /// in flight, lease held) since it last started: 0 on a fresh message. It sets the
+    /// deferral backoff (`domain::retry::DeferBackoff`) and says whether a deferral opens a
+    /// wait episode (0: one DEFERRED event) or repeats one (no event). Absent in older
+    /// messages, read as 0.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub wait: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// A message as received, with what is needed to acknowledge it.

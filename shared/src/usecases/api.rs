@@ -646,6 +646,7 @@ async fn replay<B: Backend, T: ToolClient>(
         execution_id: new_id.clone(),
         stage,
         not_before,
+        wait: 0,
     };
     app.backend.queue().send(&message, now).await?;
     let queued = ExecutionChange {
@@ -1721,7 +1722,8 @@ pipelines:
             [StageMessage {
                 execution_id: ExecutionId::parse(new_id.clone()).unwrap(),
                 stage: 0,
-                not_before: None
+                not_before: None,
+                wait: 0
             }]
         );
         // The original is untouched apart from its ledger.

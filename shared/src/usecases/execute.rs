@@ -40,14 +40,15 @@ use serde_json::{json, Value as Json};
 use crate::alerts::{Alert, AlertType};
 use crate::app::App;
 use crate::domain::connector::{
-    Admission, AdmissionRequest, BreakerState, DeferReason, KillSwitch,
+    Admission, AdmissionRequest, AdmissionTicket, BreakerSignal, BreakerState, DeferReason,
+    KillSwitch,
 };
 use crate::domain::execution::{
     ExecutionChange, ExecutionRecord, ExecutionStatus, LeaseOutcome, UpdateOutcome,
 };
 use crate::domain::ids::{ExecutionId, HolderId};
 use crate::domain::ledger::{AppendOutcome, EventKind, LedgerEvent};
-use crate::domain::retry::RetryDecision;
+use crate::domain::retry::{jitter_of, DeferBackoff, RetryDecision};
 use crate::domain::semaphore::{AcquireOutcome, SemaphoreKey};
 use crate::domain::time::Timestamp;
 use crate::domain::tool::{ToolFailure, ToolOutcome, ToolRequest};
@@ -282,7 +283,8 @@ async fn run<B: Backend, T: ToolClient>(
     let id = &message.execution_id;
     let now = app.clock.now();
     if let Some(not_before) = message.not_before.filter(|nb| *nb > now) {
-        send_copy(app, id, message.stage, not_before).await?;
+        // A delay chained past SQS's 900 s: the wait number travels on unchanged.
+        send_copy(app, id, message.stage, not_before, message.wait).await?;
         return Ok(Disposition::Deferred {
             reason: DeferCause::NotBefore,
             until: not_before,
@@ -300,8 +302,8 @@ async fn run<B: Backend, T: ToolClient>(
         LeaseOutcome::NotFound => return Ok(skipped(SkipReason::NotFound)),
         LeaseOutcome::Finished(_) => return Ok(skipped(SkipReason::Finished)),
         LeaseOutcome::Held { expires_at, .. } => {
-            let until = expires_at.min(now.plus_secs(app.config.breaker.defer_secs));
-            send_copy(app, id, message.stage, until).await?;
+            let until = expires_at.min(backoff_until(app, message, DeferCause::LeaseHeld, now));
+            send_copy(app, id, message.stage, until, message.wait + 1).await?;
             return Ok(Disposition::Deferred {
                 reason: DeferCause::LeaseHeld,
                 until,
@@ -314,6 +316,7 @@ async fn run<B: Backend, T: ToolClient>(
         worker,
         record,
         ledger: None,
+        wait: message.wait,
     };
     let result = run.stage(message).await;
     if result.is_err() {
@@ -335,23 +338,48 @@ fn store(step: &'static str, id: &ExecutionId) -> impl FnOnce(StoreError) -> Exe
     }
 }
 
-/// Sends a copy of a stage message to run at `until`.
+/// Sends a copy of a stage message to run at `until`, as wait number `wait` of its episode.
 async fn send_copy<B: Backend, T: ToolClient>(
     app: &App<B, T>,
     id: &ExecutionId,
     stage: u32,
     until: Timestamp,
+    wait: u32,
 ) -> Result<(), ExecuteError> {
     let copy = StageMessage {
         execution_id: id.clone(),
         stage,
         not_before: Some(until),
+        wait,
     };
     app.backend
         .queue()
         .send(&copy, app.clock.now())
         .await
         .map_err(store("queue.send", id))
+}
+
+/// The jitter of wait `message.wait` of this stage of this execution (reproducible; see
+/// [`jitter_of`]).
+fn wait_jitter(message: &StageMessage, cause: DeferCause) -> f64 {
+    jitter_of(&[
+        message.execution_id.as_str().as_bytes(),
+        &message.stage.to_be_bytes(),
+        &message.wait.to_be_bytes(),
+        cause.as_str().as_bytes(),
+    ])
+}
+
+/// When a stage deferred by `cause` (not a breaker) at wait `message.wait` asks again: the
+/// full-jitter backoff of [`DeferBackoff`] over `BREAKER_DEFER_SECONDS`.
+fn backoff_until<B: Backend, T: ToolClient>(
+    app: &App<B, T>,
+    message: &StageMessage,
+    cause: DeferCause,
+    now: Timestamp,
+) -> Timestamp {
+    let backoff = DeferBackoff::new(app.config.breaker.defer_secs);
+    now.plus_secs(backoff.delay_secs(message.wait, wait_jitter(message, cause)))
 }
 
 /// What the executor reads from the ledger once per stage.
@@ -424,6 +452,8 @@ struct StageRun<'a, B: Backend, T: ToolClient> {
     record: ExecutionRecord,
     /// Read on first use.
     ledger: Option<LedgerView>,
+    /// The message's wait number: 0 opens a wait episode, more repeats one.
+    wait: u32,
 }
 
 impl<'a, B: Backend, T: ToolClient> StageRun<'a, B, T> {
@@ -449,28 +479,31 @@ impl<'a, B: Backend, T: ToolClient> StageRun<'a, B, T> {
             }
         };
 
-        // The run's first stage: take a pipeline slot of the source. It is held until the run
-        // ends (released at every terminal status) or its TTL runs out.
+        // The run's pipeline slot of its source: taken at the first stage and held until the
+        // run ends (released at every terminal status). Every later stage, and every poll of a
+        // wait, renews it (an acquire by its holder only moves its expiry), so a run longer
+        // than the slot TTL keeps it. A run that lost it anyway (it waited past the TTL and
+        // another run took the slot) waits for a slot again before it calls anything.
+        let key = SemaphoreKey::SourcePipelines(self.record.source.clone());
+        let acquired = app
+            .backend
+            .semaphores()
+            .acquire(
+                &key,
+                &pipeline_slot_holder(self.id()),
+                app.config.pipeline_concurrency_limit,
+                app.config.pipeline_concurrency_ttl_secs,
+                now,
+            )
+            .await
+            .map_err(store("semaphore.acquire", self.id()))?;
+        if let AcquireOutcome::Full { .. } = acquired {
+            let until = backoff_until(app, message, DeferCause::PipelineSlotsFull, now);
+            return self
+                .defer(DeferCause::PipelineSlotsFull, until, false)
+                .await;
+        }
         if self.record.status != ExecutionStatus::Running {
-            let key = SemaphoreKey::SourcePipelines(self.record.source.clone());
-            let acquired = app
-                .backend
-                .semaphores()
-                .acquire(
-                    &key,
-                    &pipeline_slot_holder(self.id()),
-                    app.config.pipeline_concurrency_limit,
-                    app.config.pipeline_concurrency_ttl_secs,
-                    now,
-                )
-                .await
-                .map_err(store("semaphore.acquire", self.id()))?;
-            if let AcquireOutcome::Full { .. } = acquired {
-                let until = now.plus_secs(app.config.breaker.defer_secs);
-                return self
-                    .defer(DeferCause::PipelineSlotsFull, until, false)
-                    .await;
-            }
             let running = ExecutionChange {
                 status: Some(ExecutionStatus::Running),
                 ..ExecutionChange::default()
@@ -480,43 +513,9 @@ impl<'a, B: Backend, T: ToolClient> StageRun<'a, B, T> {
             }
         }
 
-        // The call succeeded before, but the run stopped before it moved on (a crash between
-        // the ledger and the record): the side effect is not made twice.
-        let stage = self.record.stage;
-        if self.view().await?.tool_succeeded.contains(&stage) {
-            app.metrics.count(
-                telemetry::SIDE_EFFECT_SKIPPED,
-                &[("Connector", plan.stage.connector.as_str())],
-            );
-            tracing::info!(
-                stage = self.record.stage,
-                "tool call already succeeded; moving on without calling it again"
-            );
-            return self.succeed(&plan).await;
-        }
-
+        // Admission comes before the ledger is read: a poll that is deferred again reads
+        // nothing and appends nothing (see `defer`).
         let attempt = self.record.attempt_count + 1;
-        self.append(
-            EventKind::StageStarted,
-            json!({
-                "stage_name": plan.stage.name,
-                "connector": plan.stage.connector,
-                "tool": plan.stage.tool,
-                "attempt": attempt,
-                "worker": self.worker,
-            }),
-        )
-        .await?;
-
-        let request = match self.render(&plan).await? {
-            Ok(request) => request,
-            Err(error) => {
-                let reason = format!("template:{}", template_placeholder(&error));
-                let detail = json!({"error": error.to_string()});
-                return self.block(reason, self.record.attempt_count, detail).await;
-            }
-        };
-
         let admission = AdmissionRequest {
             connector: plan.stage.connector.clone(),
             tool: plan.stage.tool.clone(),
@@ -536,7 +535,17 @@ impl<'a, B: Backend, T: ToolClient> StageRun<'a, B, T> {
         {
             Admission::Admitted(ticket) => ticket,
             Admission::Deferred { until, reason } => {
-                return self.defer(reason.into(), until, true).await;
+                let cause = DeferCause::from(reason);
+                let until = match reason {
+                    // Every waiter of an open breaker would come back at `open_until` at once:
+                    // spread them over a window after it.
+                    DeferReason::BreakerOpen => DeferBackoff::new(app.config.breaker.defer_secs)
+                        .after_open(until, wait_jitter(message, cause)),
+                    DeferReason::ProbeInFlight | DeferReason::SlotsFull => {
+                        backoff_until(app, message, cause, now)
+                    }
+                };
+                return self.defer(cause, until, true).await;
             }
             Admission::Refused(switch) => {
                 app.metrics.count(
@@ -546,6 +555,57 @@ impl<'a, B: Backend, T: ToolClient> StageRun<'a, B, T> {
                 return self.kill_switch(switch).await;
             }
         };
+
+        // The call succeeded before, but the run stopped before it moved on (a crash between
+        // the ledger and the record): the side effect is not made twice.
+        let stage = self.record.stage;
+        let already = match self.view().await {
+            Ok(view) => view.tool_succeeded.contains(&stage),
+            Err(error) => {
+                self.unused(&ticket, &admission).await;
+                return Err(error);
+            }
+        };
+        if already {
+            self.unused(&ticket, &admission).await;
+            app.metrics.count(
+                telemetry::SIDE_EFFECT_SKIPPED,
+                &[("Connector", plan.stage.connector.as_str())],
+            );
+            tracing::info!(
+                stage = self.record.stage,
+                "tool call already succeeded; moving on without calling it again"
+            );
+            return self.succeed(&plan).await;
+        }
+
+        let request = match self.render(&plan).await {
+            Ok(Ok(request)) => request,
+            Ok(Err(error)) => {
+                self.unused(&ticket, &admission).await;
+                let reason = format!("template:{}", template_placeholder(&error));
+                let detail = json!({"error": error.to_string()});
+                return self.block(reason, self.record.attempt_count, detail).await;
+            }
+            Err(error) => {
+                self.unused(&ticket, &admission).await;
+                return Err(error);
+            }
+        };
+
+        // The stage really starts now: admitted, inputs rendered.
+        self.append(
+            EventKind::StageStarted,
+            json!({
+                "stage_name": plan.stage.name,
+                "connector": plan.stage.connector,
+                "tool": plan.stage.tool,
+                "attempt": attempt,
+                "worker": self.worker,
+                "waits": self.wait,
+            }),
+        )
+        .await?;
 
         self.append(
             EventKind::ToolCalled,
@@ -794,7 +854,7 @@ impl<'a, B: Backend, T: ToolClient> StageRun<'a, B, T> {
                 if !self.write(change).await? {
                     return Ok(skipped(SkipReason::LeaseLost));
                 }
-                send_copy(app, &self.record.id, self.record.stage, until).await?;
+                send_copy(app, &self.record.id, self.record.stage, until, 0).await?;
                 app.metrics.count(
                     telemetry::RETRIES,
                     &[("Pipeline", self.record.pipeline.as_str())],
@@ -845,6 +905,7 @@ impl<'a, B: Backend, T: ToolClient> StageRun<'a, B, T> {
             execution_id: self.record.id.clone(),
             stage: next,
             not_before: None,
+            wait: 0,
         };
         self.app
             .backend
@@ -912,14 +973,18 @@ impl<'a, B: Backend, T: ToolClient> StageRun<'a, B, T> {
     }
 
     /// Puts the stage off without spending an attempt: (ledger DEFERRED,) lease released, a
-    /// copy of the message sent to run at `until`.
+    /// copy of the message sent to run at `until` as the next wait of the episode.
+    ///
+    /// A wait episode (the deferrals of one stage between two starts) writes at most one
+    /// ledger event: the DEFERRED of its first deferral (wait 0). Repeats (wait 1, 2, ...)
+    /// neither read nor write the ledger; their reason and time are in logs and metrics.
     async fn defer(
         &mut self,
         reason: DeferCause,
         until: Timestamp,
         in_ledger: bool,
     ) -> Result<Disposition, ExecuteError> {
-        if in_ledger {
+        if in_ledger && self.wait == 0 {
             self.append(
                 EventKind::Deferred,
                 json!({"reason": reason.as_str(), "until": until}),
@@ -936,7 +1001,13 @@ impl<'a, B: Backend, T: ToolClient> StageRun<'a, B, T> {
         if !self.write(release).await? {
             return Ok(skipped(SkipReason::LeaseLost));
         }
-        send_copy(self.app, &self.record.id, self.record.stage, until).await?;
+        // A wait for a delay decided earlier does not grow the backoff.
+        let wait = if reason == DeferCause::NotBefore {
+            self.wait
+        } else {
+            self.wait.saturating_add(1)
+        };
+        send_copy(self.app, &self.record.id, self.record.stage, until, wait).await?;
         if reason.is_throttle() {
             self.app
                 .metrics
@@ -961,6 +1032,32 @@ impl<'a, B: Backend, T: ToolClient> StageRun<'a, B, T> {
             alert = alert.with_connector(stage.connector.as_str());
         }
         self.app.alerts.raise(alert);
+    }
+
+    /// Hands back an admission that made no call. A closed-breaker slot is settled healthy
+    /// (the breaker does not move on a success in CLOSED); a probe is left to run out with
+    /// its timeout, since settling it either way would move the breaker with no evidence.
+    async fn unused(&self, ticket: &AdmissionTicket, admission: &AdmissionRequest) {
+        if ticket.probe {
+            return;
+        }
+        let settled = self
+            .app
+            .backend
+            .connectors()
+            .settle(
+                ticket,
+                BreakerSignal::Healthy,
+                &admission.settings,
+                self.app.clock.now(),
+            )
+            .await;
+        if let Err(error) = settled {
+            tracing::warn!(
+                error = %error,
+                "releasing an unused connector slot failed; it will run out with its TTL"
+            );
+        }
     }
 
     async fn release_and(&mut self, then: Disposition) -> Result<Disposition, ExecuteError> {
@@ -1460,6 +1557,7 @@ pipelines:
                 execution_id: id.clone(),
                 stage,
                 not_before,
+                wait: 0,
             };
             self.app
                 .backend
@@ -1517,6 +1615,7 @@ mod tests {
     use super::*;
     use crate::domain::connector::{KillSwitch, SwitchTarget};
     use crate::domain::ids::{ConnectorId, SourceId, ToolName};
+    use crate::domain::retry::BREAKER_SPREAD_SECS;
 
     fn crm() -> ConnectorId {
         ConnectorId::parse("crm").unwrap()
@@ -1544,6 +1643,7 @@ mod tests {
                 execution_id: id.clone(),
                 stage,
                 not_before,
+                wait: 0,
             },
             receipt: "injected".into(),
             receive_count: 1,
@@ -1848,6 +1948,14 @@ mod tests {
         ));
     }
 
+    /// The `until` of a deferral by `cause`; panics on anything else.
+    fn deferred(disposition: Disposition, cause: DeferCause) -> Timestamp {
+        match disposition {
+            Disposition::Deferred { reason, until } if reason == cause => until,
+            other => panic!("expected a deferral by {cause}, got {other:?}"),
+        }
+    }
+
     #[tokio::test]
     async fn an_open_breaker_defers_without_spending_an_attempt() {
         let h = Harness::with_config(vec![failed(500, None)], |c| {
@@ -1858,14 +1966,10 @@ mod tests {
         assert!(matches!(h.step().await, Disposition::RetryScheduled { .. }));
         assert_eq!(h.record(&first).await.attempt_count, 1);
 
-        let until = h.now().plus_secs(h.app.config.breaker.cooldown_secs);
-        assert_eq!(
-            h.step().await,
-            Disposition::Deferred {
-                reason: DeferCause::BreakerOpen,
-                until
-            }
-        );
+        let open_until = h.now().plus_secs(h.app.config.breaker.cooldown_secs);
+        let until = deferred(h.step().await, DeferCause::BreakerOpen);
+        // Spread over the window after `open_until`, never before it.
+        assert!(until >= open_until && until < open_until.plus_secs(BREAKER_SPREAD_SECS));
         let record = h.record(&second).await;
         assert_eq!(record.attempt_count, 0);
         assert_eq!(record.lease, None);
@@ -1896,13 +2000,8 @@ mod tests {
         let first = h.seed("r1", json!({"name": "Ada"})).await;
         let second = h.seed("r2", json!({"name": "Bob"})).await;
         assert_eq!(h.step().await, Disposition::Advanced);
-        assert_eq!(
-            h.step().await,
-            Disposition::Deferred {
-                reason: DeferCause::PipelineSlotsFull,
-                until: h.now().plus_secs(5)
-            }
-        );
+        let until = deferred(h.step().await, DeferCause::PipelineSlotsFull);
+        assert!(until >= h.now().plus_secs(1) && until <= h.now().plus_secs(5));
         let waiting = h.record(&second).await;
         assert_eq!(waiting.status, ExecutionStatus::Queued);
         assert_eq!((waiting.attempt_count, waiting.lease), (0, None));
@@ -1933,13 +2032,8 @@ mod tests {
             let admitted = h.app.backend.connectors().admit(&req).await.unwrap();
             assert!(matches!(admitted, Admission::Admitted(_)));
         }
-        assert_eq!(
-            h.step().await,
-            Disposition::Deferred {
-                reason: DeferCause::ConnectorSlotsFull,
-                until: h.now().plus_secs(5)
-            }
-        );
+        let until = deferred(h.step().await, DeferCause::ConnectorSlotsFull);
+        assert!(until >= h.now().plus_secs(1) && until <= h.now().plus_secs(5));
         assert_eq!(h.record(&id).await.attempt_count, 0);
         assert!(h.tools.calls().is_empty());
         assert_eq!(h.kinds(&id).await.last(), Some(&EventKind::Deferred));
@@ -2024,13 +2118,8 @@ mod tests {
             .unwrap();
         let version = h.record(&id).await.version;
 
-        assert_eq!(
-            h.step().await,
-            Disposition::Deferred {
-                reason: DeferCause::LeaseHeld,
-                until: h.now().plus_secs(5)
-            }
-        );
+        let until = deferred(h.step().await, DeferCause::LeaseHeld);
+        assert!(until >= h.now().plus_secs(1) && until <= h.now().plus_secs(5));
         assert_eq!(h.record(&id).await.version, version, "nothing written");
         assert!(h.tools.calls().is_empty());
         assert_eq!(h.app.backend.queue.len(), 1, "the copy");

@@ -498,6 +498,7 @@ async fn record<B: Backend, T: ToolClient>(
                 execution_id: execution.id.clone(),
                 stage: 0,
                 not_before: None,
+                wait: 0,
             };
             backend.queue().send(&message, now).await?;
             return Ok(Accepted::Queued {
@@ -647,6 +648,7 @@ async fn step_by_step<B: Backend, T: ToolClient>(
         execution_id: execution.id.clone(),
         stage: 0,
         not_before,
+        wait: 0,
     };
     backend.queue().send(&message, now).await?;
 
@@ -1045,7 +1047,8 @@ pipelines:
             StageMessage {
                 execution_id: execution_id.clone(),
                 stage: 0,
-                not_before: None
+                not_before: None,
+                wait: 0
             }
         );
 

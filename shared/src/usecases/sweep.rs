@@ -347,6 +347,7 @@ async fn send<B: Backend, T: ToolClient>(
         execution_id: record.id.clone(),
         stage: record.stage,
         not_before: record.not_before,
+        wait: 0,
     };
     app.backend
         .queue()
