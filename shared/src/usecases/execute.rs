@@ -1994,6 +1994,190 @@ mod tests {
         );
     }
 
+    /// 300 runs behind a breaker that stays open for 10 minutes (memory backend, fake clock,
+    /// the real `run_batch` over the queue): each run writes at most one DEFERRED, the
+    /// connector item is written at most N / 10 times in any second after the arrival burst
+    /// (the waiters arrive over 60 s after `open_until`, two writes each), no
+    /// message is dead-lettered, the probe is taken exactly once, and all 300 succeed.
+    #[tokio::test]
+    async fn a_long_breaker_open_backlog_waits_within_its_bounds() {
+        const RUNS: usize = 300;
+        let h = Harness::with_config(vec![failed(500, None)], |c| {
+            c.breaker.failure_threshold = 1;
+            c.breaker.cooldown_secs = 600;
+            c.pipeline_concurrency_limit = 1_000;
+        });
+        let opener = h.seed_from("probe", "opener", json!({})).await;
+        assert!(matches!(h.step().await, Disposition::RetryScheduled { .. }));
+        let opened_at = h.now();
+        let mut ids = vec![opener];
+        for n in 0..RUNS - 1 {
+            ids.push(h.seed_from("probe", &format!("r{n}"), json!({})).await);
+        }
+        let queue = h.app.backend.queue();
+        let mut writes_per_second: Vec<(i64, usize)> = Vec::new();
+        for second in 0..2_000i64 {
+            let calls_before = h.tools.calls().len();
+            let mut connector_deferrals = 0;
+            loop {
+                let batch = queue.receive(10, 60, 0).await.unwrap();
+                if batch.is_empty() {
+                    break;
+                }
+                for (receipt, result) in run_batch(&h.app, &h.worker, batch).await {
+                    match result {
+                        Ok(Disposition::Deferred {
+                            reason:
+                                DeferCause::BreakerOpen
+                                | DeferCause::ProbeInFlight
+                                | DeferCause::ConnectorSlotsFull,
+                            ..
+                        }) => {
+                            connector_deferrals += 1;
+                            queue.ack(&receipt).await.unwrap();
+                        }
+                        Ok(_) => queue.ack(&receipt).await.unwrap(),
+                        Err(error) => {
+                            assert!(error.is_retryable(), "{error}");
+                            queue.retry_later(&receipt, 5).await.unwrap();
+                        }
+                    }
+                }
+            }
+            // An admission deferral is one write; a call is two (admit, settle).
+            let calls = h.tools.calls().len() - calls_before;
+            writes_per_second.push((second, connector_deferrals + 2 * calls));
+            if queue.is_empty() {
+                break;
+            }
+            h.clock.advance_secs(1);
+        }
+        assert!(queue.is_empty(), "the backlog drained");
+        assert!(queue.dead_letters().is_empty(), "nothing dead-lettered");
+        for id in &ids {
+            let record = h.record(id).await;
+            assert_eq!(record.status, ExecutionStatus::Succeeded, "{id}");
+            let kinds = h.kinds(id).await;
+            let deferred = kinds.iter().filter(|k| **k == EventKind::Deferred).count();
+            assert!(deferred <= 1, "{id}: {kinds:?}");
+            let started = kinds
+                .iter()
+                .filter(|k| **k == EventKind::StageStarted)
+                .count();
+            // The opener started twice (its failed call, then its retry); the others once.
+            assert!(started <= 2, "{id}: {kinds:?}");
+            // RECEIVED, DEFERRED, STAGE_STARTED, TOOL_CALLED, TOOL_SUCCEEDED, SUCCEEDED; the
+            // opener adds its failed attempt (STAGE_STARTED, TOOL_CALLED, TOOL_FAILED,
+            // RETRY_SCHEDULED).
+            let bound = if *id == ids[0] { 10 } else { 6 };
+            assert!(
+                kinds.len() <= bound,
+                "{id}: {} events: {kinds:?}",
+                kinds.len()
+            );
+        }
+        // The failed call, the probe, then every other run once: nothing called twice.
+        assert_eq!(h.tools.calls().len(), RUNS + 1);
+        let mut probes = 0;
+        for id in &ids {
+            probes += h
+                .events(id)
+                .await
+                .iter()
+                .filter(|e| e.kind == EventKind::ToolCalled && e.detail["probe"] == json!(true))
+                .count();
+        }
+        assert_eq!(probes, 1, "the first probe, exactly once");
+        let after_burst: Vec<_> = writes_per_second.iter().skip(1).collect();
+        let peak = after_burst.iter().map(|(_, n)| *n).max().unwrap_or(0);
+        let arrivals_start = opened_at.plus_secs(600);
+        eprintln!(
+            "connector item writes: peak {peak}/s after the burst, {} s in all, open until {arrivals_start:?}",
+            writes_per_second.len()
+        );
+        // Documented bound: N / 10 in any second (the arrivals after `open_until` average
+        // N / 60 a second, at most two writes each).
+        assert!(
+            peak <= RUNS / 10,
+            "peak {peak} writes/s: {writes_per_second:?}"
+        );
+    }
+
+    /// Limit 1, slot TTL 200 s, two runs; the first waits at its second stage (connector slots
+    /// taken elsewhere) for 1,000 s, five times the TTL. Its polls renew its slot, so the
+    /// second never starts (never RUNNING, never called) until the first ends, and the slot is
+    /// released exactly once.
+    #[tokio::test]
+    async fn a_run_longer_than_the_slot_ttl_keeps_its_pipeline_slot() {
+        let h = Harness::with_config(vec![], |c| {
+            c.pipeline_concurrency_limit = 1;
+            c.pipeline_concurrency_ttl_secs = 200;
+        });
+        let first = h.seed("r1", json!({"name": "Ada"})).await;
+        assert_eq!(h.step().await, Disposition::Advanced);
+        let second = h.seed("r2", json!({"name": "Bob"})).await;
+        // Two calls elsewhere hold both connector slots for 1,000 s.
+        let mut tickets = Vec::new();
+        for _ in 0..2 {
+            let req = AdmissionRequest {
+                connector: crm(),
+                tool: ToolName::parse("notify").unwrap(),
+                tenant: crate::domain::ids::TenantId::parse("other").unwrap(),
+                holder: HolderId::random(),
+                limit: 2,
+                slot_ttl_secs: 5_000,
+                settings: h.app.config.breaker,
+                now: h.now(),
+            };
+            match h.app.backend.connectors().admit(&req).await.unwrap() {
+                Admission::Admitted(ticket) => tickets.push(ticket),
+                other => panic!("{other:?}"),
+            }
+        }
+        let queue = h.app.backend.queue();
+        let mut first_waits = 0;
+        for second_of_run in 0..1_300i64 {
+            if second_of_run == 1_000 {
+                for ticket in &tickets {
+                    let settings = h.app.config.breaker;
+                    let connectors = h.app.backend.connectors();
+                    connectors
+                        .settle(ticket, BreakerSignal::Healthy, &settings, h.now())
+                        .await
+                        .unwrap();
+                }
+            }
+            while let Some(received) = h.receive().await {
+                let outcome = run_message(&h.app, &received, &h.worker).await.unwrap();
+                if received.message.execution_id == first {
+                    first_waits += usize::from(matches!(outcome, Disposition::Deferred { .. }));
+                }
+                queue.ack(&received.receipt).await.unwrap();
+                let (a, b) = (h.record(&first).await, h.record(&second).await);
+                assert!(pipeline_slots(&h).await <= 1);
+                if !a.status.is_terminal() {
+                    assert_ne!(
+                        b.status,
+                        ExecutionStatus::Running,
+                        "both running at {second_of_run} s"
+                    );
+                }
+            }
+            h.clock.advance_secs(1);
+        }
+        assert!(first_waits >= 9, "the first run polled {first_waits} times");
+        assert_eq!(h.record(&first).await.status, ExecutionStatus::Succeeded);
+        assert_eq!(h.record(&second).await.status, ExecutionStatus::Succeeded);
+        // r1 stage 0, r1 stage 1, r2 stage 0, r2 stage 1.
+        assert_eq!(h.tools.calls().len(), 4);
+        assert_eq!(
+            pipeline_slots(&h).await,
+            0,
+            "released once per run, not below zero"
+        );
+        assert!(queue.is_empty());
+    }
+
     #[tokio::test]
     async fn full_pipeline_slots_defer_until_a_run_ends() {
         let h = Harness::with_config(vec![], |c| c.pipeline_concurrency_limit = 1);
