@@ -103,9 +103,13 @@ pub trait ExecutionStore: Send + Sync {
         cursor: Option<&str>,
     ) -> impl Future<Output = StoreResult<ExecutionPage>> + Send;
 
-    /// Up to `limit` executions in the non-terminal `status` whose last write (`updated_at`) is
-    /// before `updated_before`, oldest first: what the sweeper inspects. A terminal `status` is
-    /// `StoreError::InvalidInput`. (DynamoDB: a query of the sparse GSI `gsi2`.)
+    /// Up to `limit` executions in the non-terminal `status` idle since before
+    /// `updated_before` ([`ExecutionRecord::sweep_position`]: the last write, or `not_before`
+    /// if later; RECEIVED by its last write), by that instant, oldest first: what the sweeper inspects. A run waiting on a
+    /// future `not_before` is not listed before it. A terminal `status` is
+    /// `StoreError::InvalidInput`. (DynamoDB: a query of the sparse GSI `gsi2`, whose sort key
+    /// is that instant; a write that leaves `not_before` unset in the change positions the item
+    /// at its own time, never later than the truth.)
     fn stale(
         &self,
         status: ExecutionStatus,

@@ -255,6 +255,25 @@ impl ExecutionRecord {
         (self.version != expected_version).then(|| UpdateOutcome::VersionConflict(self.clone()))
     }
 
+    /// Since when the record has been waiting: its last write, or its `not_before` if later.
+    /// The sweeper's index orders unfinished executions by it (not by the last write alone),
+    /// so runs legitimately waiting on a future `not_before` never fill a sweep's places.
+    pub fn idle_since(&self) -> Timestamp {
+        self.not_before
+            .map_or(self.updated_at, |nb| nb.max(self.updated_at))
+    }
+
+    /// The instant the sweeper's index orders this record by: [`Self::idle_since`], except
+    /// RECEIVED, by its last write (a run intake recorded but never queued is queued after a
+    /// short grace whatever its `not_before`, so that its delayed message is in the queue).
+    pub fn sweep_position(&self) -> Timestamp {
+        if self.status == ExecutionStatus::Received {
+            self.updated_at
+        } else {
+            self.idle_since()
+        }
+    }
+
     /// Whether `owner` may take the lease at `now`: none held, expired, or already theirs.
     pub fn lease_available_to(&self, owner: &HolderId, now: Timestamp) -> bool {
         match &self.lease {

@@ -426,6 +426,51 @@ mod tests {
         id
     }
 
+    /// Records `run_key` QUEUED, as intake does, with `not_before`; its message is not sent.
+    async fn queued_without_message(
+        h: &Harness,
+        run_key: &str,
+        not_before: Option<Timestamp>,
+    ) -> ExecutionId {
+        let id = h.record_only("gh", run_key, json!({}), not_before).await;
+        let queued = ExecutionChange {
+            status: Some(ExecutionStatus::Queued),
+            ..ExecutionChange::default()
+        };
+        let executions = h.app.backend.executions();
+        executions.update(&id, 1, queued, h.now()).await.unwrap();
+        id
+    }
+
+    /// 1,000 runs rate-delayed by an hour, written before a QUEUED run whose message was lost:
+    /// the first sweep past the grace requeues the lost run (they used to fill the 100 places
+    /// of every sweep until their delay ran out).
+    #[tokio::test]
+    async fn runs_waiting_on_not_before_do_not_starve_a_lost_run() {
+        let h = Harness::new(vec![]);
+        let later = h.now().plus_secs(3_600);
+        for n in 0..1_000 {
+            queued_without_message(&h, &format!("delayed{n}"), Some(later)).await;
+        }
+        h.clock.advance_secs(1);
+        let lost = queued_without_message(&h, "lost", None).await;
+        h.clock.advance_secs(QUEUED_GRACE_SECS + 100);
+
+        let report = sweep(&h.app).await.unwrap();
+        assert_eq!((report.inspected, report.requeued), (1, 1), "{report:?}");
+        assert!(!report.truncated);
+        let message = h.receive().await.expect("requeued");
+        assert_eq!(message.message.execution_id, lost);
+        assert_eq!(
+            h.kinds(&lost).await.last(),
+            Some(&EventKind::RecoveryRequeued)
+        );
+        // The delayed runs come up once their delay (and the grace) ran out.
+        h.clock.advance_secs(3_600);
+        let report = sweep(&h.app).await.unwrap();
+        assert_eq!(report.inspected, SWEEP_LIMIT);
+    }
+
     #[tokio::test]
     async fn an_expired_lease_is_recovered_and_the_stage_runs_again() {
         let h = Harness::new(vec![]);

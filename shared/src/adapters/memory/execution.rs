@@ -141,10 +141,10 @@ impl ExecutionStore for MemoryExecutionStore {
         let records = lock(&self.records);
         let mut found: Vec<ExecutionRecord> = records
             .values()
-            .filter(|r| r.status == status && r.updated_at < updated_before)
+            .filter(|r| r.status == status && r.sweep_position() < updated_before)
             .cloned()
             .collect();
-        found.sort_by_key(|r| (r.updated_at, r.id.clone()));
+        found.sort_by_key(|r| (r.sweep_position(), r.id.clone()));
         found.truncate(limit as usize);
         Ok(found)
     }
