@@ -26,6 +26,11 @@ async fn execution_listing() {
 }
 
 #[tokio::test]
+async fn execution_sweep_position() {
+    contract::execution::run_sweep_position(&MemoryExecutionStore::new()).await;
+}
+
+#[tokio::test]
 async fn intake_store() {
     let memory = MemoryBackend::new(Arc::new(SystemClock));
     contract::intake::run(&contract::intake::Stores {

@@ -210,6 +210,20 @@ pub enum UpdateOutcome {
     NotFound,
 }
 
+impl ExecutionChange {
+    /// The sweep position a store writes with this change at `now`: the change's own
+    /// `not_before` if it sets a later one, else `now`. A store cannot know a stored
+    /// `not_before` the change leaves alone (DynamoDB has no `max` in an update), so it assumes
+    /// none: never later than the true [`ExecutionRecord::sweep_position`], so the sweeper may
+    /// see a waiting run early (and skip it) but never misses one. Both adapters use this.
+    pub fn sweep_position(&self, now: Timestamp) -> Timestamp {
+        match self.not_before {
+            Some(Some(nb)) => nb.max(now),
+            _ => now,
+        }
+    }
+}
+
 impl ExecutionRecord {
     /// Applies `change` as a store would, after the version and transition checks passed.
     pub fn apply(&mut self, change: &ExecutionChange, now: Timestamp) {

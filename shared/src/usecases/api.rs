@@ -651,6 +651,8 @@ async fn replay<B: Backend, T: ToolClient>(
     app.backend.queue().send(&message, now).await?;
     let queued = ExecutionChange {
         status: Some(ExecutionStatus::Queued),
+        // Restated so the sweeper's index places the run after its cooldown.
+        not_before: not_before.map(Some),
         ..ExecutionChange::default()
     };
     // The message is out: from here the replay runs whatever this write does. A conflict means

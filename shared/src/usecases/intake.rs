@@ -655,6 +655,8 @@ async fn step_by_step<B: Backend, T: ToolClient>(
     // The work is on the queue: from here on, failures are logged, not answered.
     let queued = ExecutionChange {
         status: Some(ExecutionStatus::Queued),
+        // Restated so the sweeper's index places the run after its delay.
+        not_before: not_before.map(Some),
         ..ExecutionChange::default()
     };
     match backend

@@ -247,8 +247,10 @@ async fn requeue<B: Backend, T: ToolClient>(
     record: ExecutionRecord,
     action: Action,
 ) -> Result<bool, StepError> {
+    // `not_before` is restated so that the index keeps the run's sweep position.
     let change = ExecutionChange {
         release_lease: true,
+        not_before: Some(record.not_before),
         ..ExecutionChange::default()
     };
     let Some(updated) = claim(app, &record, change, action).await? else {
@@ -282,6 +284,7 @@ async fn queue_received<B: Backend, T: ToolClient>(
     send(app, &record).await?;
     let change = ExecutionChange {
         status: Some(ExecutionStatus::Queued),
+        not_before: Some(record.not_before),
         ..ExecutionChange::default()
     };
     let Some(updated) = claim(app, &record, change, action).await? else {
@@ -435,6 +438,7 @@ mod tests {
         let id = h.record_only("gh", run_key, json!({}), not_before).await;
         let queued = ExecutionChange {
             status: Some(ExecutionStatus::Queued),
+            not_before: not_before.map(Some),
             ..ExecutionChange::default()
         };
         let executions = h.app.backend.executions();

@@ -375,10 +375,7 @@ impl ExecutionStore for DynamoExecutionStore {
         // `not_before` only when it sets it; otherwise it assumes none in the future (now), an
         // instant never later than the truth, so the sweeper may see a waiting run early
         // (and skip it) but never misses one.
-        let idle_since = match change.not_before {
-            Some(Some(nb)) => nb.max(now),
-            _ => now,
-        };
+        let idle_since = change.sweep_position(now);
         // Keeps gsi2 in step in the same write: a terminal status leaves the index; otherwise
         // the item sits under its (new) status at its new last-write position. A change
         // without a status only moves the position: on a finished execution (no gsi2pk) that
