@@ -48,7 +48,7 @@ use crate::domain::execution::{
 };
 use crate::domain::ids::{ExecutionId, HolderId};
 use crate::domain::ledger::{AppendOutcome, EventKind, LedgerEvent};
-use crate::domain::retry::{jitter_of, DeferBackoff, RetryDecision};
+use crate::domain::retry::{jitter_of, DeferBackoff, RetryDecision, BREAKER_SPREAD_SECS};
 use crate::domain::semaphore::{AcquireOutcome, SemaphoreKey};
 use crate::domain::time::Timestamp;
 use crate::domain::tool::{ToolFailure, ToolOutcome, ToolRequest};
@@ -539,8 +539,14 @@ impl<'a, B: Backend, T: ToolClient> StageRun<'a, B, T> {
                 let until = match reason {
                     // Every waiter of an open breaker would come back at `open_until` at once:
                     // spread them over a window after it.
-                    DeferReason::BreakerOpen => DeferBackoff::new(app.config.breaker.defer_secs)
-                        .after_open(until, wait_jitter(message, cause)),
+                    // The window is the cooldown itself when shorter than 60 s.
+                    DeferReason::BreakerOpen => DeferBackoff {
+                        spread_secs: BREAKER_SPREAD_SECS
+                            .min(admission.settings.cooldown_secs)
+                            .max(1),
+                        ..DeferBackoff::new(app.config.breaker.defer_secs)
+                    }
+                    .after_open(until, wait_jitter(message, cause)),
                     DeferReason::ProbeInFlight | DeferReason::SlotsFull => {
                         backoff_until(app, message, cause, now)
                     }
@@ -1615,7 +1621,6 @@ mod tests {
     use super::*;
     use crate::domain::connector::{KillSwitch, SwitchTarget};
     use crate::domain::ids::{ConnectorId, SourceId, ToolName};
-    use crate::domain::retry::BREAKER_SPREAD_SECS;
 
     fn crm() -> ConnectorId {
         ConnectorId::parse("crm").unwrap()
