@@ -112,9 +112,13 @@ pub trait ExecutionStore: Send + Sync {
         cursor: Option<&str>,
     ) -> impl Future<Output = StoreResult<ExecutionPage>> + Send;
 
-    /// Up to `limit` executions in the non-terminal `status` whose last write (`updated_at`) is
-    /// before `updated_before`, oldest first: what the sweeper inspects. A terminal `status` is
-    /// `StoreError::InvalidInput`. (DynamoDB: a query of the sparse GSI `gsi2`.)
+    /// Up to `limit` executions in the non-terminal `status` idle since before
+    /// `updated_before` ([`ExecutionRecord::sweep_position`]: the last write, or `not_before`
+    /// if later; RECEIVED by its last write), by that instant, oldest first: what the sweeper inspects. A run waiting on a
+    /// future `not_before` is not listed before it. A terminal `status` is
+    /// `StoreError::InvalidInput`. (DynamoDB: a query of the sparse GSI `gsi2`, whose sort key
+    /// is that instant; a write that leaves `not_before` unset in the change positions the item
+    /// at its own time, never later than the truth.)
     fn stale(
         &self,
         status: ExecutionStatus,
@@ -303,6 +307,17 @@ pub struct StageMessage {
     pub stage: u32,
     /// Earliest time the stage may run; delays beyond SQS's 900 s are chained through it.
     pub not_before: Option<Timestamp>,
+    /// How many times in a row this stage has been deferred (slots full, breaker open, probe
+    /// in flight, lease held) since it last started: 0 on a fresh message. It sets the
+    /// deferral backoff (`domain::retry::DeferBackoff`) and says whether a deferral opens a
+    /// wait episode (0: one DEFERRED event) or repeats one (no event). Absent in older
+    /// messages, read as 0.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub wait: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// A message as received, with what is needed to acknowledge it.

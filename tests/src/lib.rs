@@ -52,6 +52,13 @@ macro_rules! dynamodb_contract_tests {
         }
 
         #[tokio::test]
+        async fn execution_sweep_position() {
+            let (client, table) = engines::fresh_table($engine).await;
+            contract::execution::run_sweep_position(&DynamoExecutionStore::new(client, table))
+                .await;
+        }
+
+        #[tokio::test]
         async fn execution_listing_one_item_per_request() {
             // Every filtered page crosses Query requests, some of which match nothing.
             let (client, table) = engines::fresh_table($engine).await;

@@ -31,6 +31,11 @@ async fn execution_listing_is_bounded() {
 }
 
 #[tokio::test]
+async fn execution_sweep_position() {
+    contract::execution::run_sweep_position(&MemoryExecutionStore::new()).await;
+}
+
+#[tokio::test]
 async fn intake_store() {
     let memory = MemoryBackend::new(Arc::new(SystemClock));
     contract::intake::run(&contract::intake::Stores {

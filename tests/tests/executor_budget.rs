@@ -90,6 +90,7 @@ async fn seed(app: &App<MemoryBackend, HttpToolClient>, n: usize) -> ReceivedMes
             execution_id: id,
             stage: 0,
             not_before: None,
+            wait: 0,
         },
         receipt: format!("receipt-{n}"),
         receive_count: 1,

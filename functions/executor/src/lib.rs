@@ -163,6 +163,7 @@ mod tests {
                 execution_id: ExecutionId::parse("exe_3f1c2b9a7d6e5f4a3b2c1d0e9f").unwrap(),
                 stage: 0,
                 not_before: None,
+                wait: 0,
             }
         );
         assert_eq!(first.receive_count, 1);

@@ -216,6 +216,7 @@ mod tests {
             execution_id: ExecutionId::random(),
             stage: 2,
             not_before: Some(Timestamp::from_secs(5)),
+            wait: 0,
         };
         let body = serde_json::to_string(&stage).unwrap();
         assert_eq!(

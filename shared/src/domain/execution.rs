@@ -210,6 +210,20 @@ pub enum UpdateOutcome {
     NotFound,
 }
 
+impl ExecutionChange {
+    /// The sweep position a store writes with this change at `now`: the change's own
+    /// `not_before` if it sets a later one, else `now`. A store cannot know a stored
+    /// `not_before` the change leaves alone (DynamoDB has no `max` in an update), so it assumes
+    /// none: never later than the true [`ExecutionRecord::sweep_position`], so the sweeper may
+    /// see a waiting run early (and skip it) but never misses one. Both adapters use this.
+    pub fn sweep_position(&self, now: Timestamp) -> Timestamp {
+        match self.not_before {
+            Some(Some(nb)) => nb.max(now),
+            _ => now,
+        }
+    }
+}
+
 impl ExecutionRecord {
     /// Applies `change` as a store would, after the version and transition checks passed.
     pub fn apply(&mut self, change: &ExecutionChange, now: Timestamp) {
@@ -253,6 +267,25 @@ impl ExecutionRecord {
             }
         }
         (self.version != expected_version).then(|| UpdateOutcome::VersionConflict(self.clone()))
+    }
+
+    /// Since when the record has been waiting: its last write, or its `not_before` if later.
+    /// The sweeper's index orders unfinished executions by it (not by the last write alone),
+    /// so runs legitimately waiting on a future `not_before` never fill a sweep's places.
+    pub fn idle_since(&self) -> Timestamp {
+        self.not_before
+            .map_or(self.updated_at, |nb| nb.max(self.updated_at))
+    }
+
+    /// The instant the sweeper's index orders this record by: [`Self::idle_since`], except
+    /// RECEIVED, by its last write (a run intake recorded but never queued is queued after a
+    /// short grace whatever its `not_before`, so that its delayed message is in the queue).
+    pub fn sweep_position(&self) -> Timestamp {
+        if self.status == ExecutionStatus::Received {
+            self.updated_at
+        } else {
+            self.idle_since()
+        }
     }
 
     /// Whether `owner` may take the lease at `now`: none held, expired, or already theirs.

@@ -11,7 +11,7 @@
 //! | GET | `/v1/reliability` | the caller's tenant's [`ReliabilitySummary`](super::reliability::ReliabilitySummary), cached per instance and tenant for `SUMMARY_CACHE_SECS` (30 s) |
 //! | GET | `/v1/alerts/dead-letters?limit=` | `{"items": [dead letter]}`, newest first: the caller's tenant's and those of no tenant (breaker alerts); limit 1..=1000, default 100 |
 //! | GET | `/v1/executions?status=&limit=&cursor=` | `{"items": [execution], "next_cursor"}`, newest first; limit 1..=100, default 20 (bounded: see below) |
-//! | GET | `/v1/executions/{id}` | `{"execution", "ledger": [event]}` |
+//! | GET | `/v1/executions/{id}?limit=&ledger_cursor=` | `{"execution", "ledger": [event], "next_ledger_cursor"}`: at most `limit` (1..=500, default 100) events, by seq, after the cursor (the last seq of the previous page); `next_ledger_cursor` is `null` on the last page |
 //! | POST | `/v1/executions/{id}/replay` | 202 `{"execution_id", "replay_of", "status", "stage", "not_before_ms"?, "delay_seconds"?}` |
 //! | GET | `/v1/connectors/{id}` | `{"connector", "breaker", "in_flight", "limit", "limit_override", "switches"}` |
 //! | PUT, DELETE | `/v1/connectors/{id}/limit` | `{"connector", "limit", "set_by", "set_at_ms", "reason"}` / `{"cleared": true}` |
@@ -273,7 +273,7 @@ async fn route_v1<B: Backend, T: ToolClient>(
         }
         ["executions", id] => {
             allow(req, &["GET"])?;
-            get_execution(app, claims, id).await
+            get_execution(app, req, claims, id).await
         }
         ["executions", id, "replay"] => {
             allow(req, &["POST"])?;
@@ -456,17 +456,57 @@ async fn list_executions<B: Backend, T: ToolClient>(
     ))
 }
 
+/// The most ledger events one `GET /v1/executions/{id}` answers (its default: 100), so the
+/// answer stays far below Lambda's 6 MB (an event's detail is at most 64 KiB).
+pub const MAX_LEDGER_PAGE: u32 = 500;
+const DEFAULT_LEDGER_PAGE: u32 = 100;
+
 async fn get_execution<B: Backend, T: ToolClient>(
     app: &App<B, T>,
+    req: &EdgeRequest,
     claims: &Claims,
     id: &str,
 ) -> ApiResult {
+    let limit = match req.query.get("limit") {
+        None => DEFAULT_LEDGER_PAGE,
+        Some(raw) => raw
+            .parse::<u32>()
+            .ok()
+            .filter(|n| (1..=MAX_LEDGER_PAGE).contains(n))
+            .ok_or_else(|| {
+                ApiError::bad(
+                    "invalid_limit",
+                    format!("limit must be a whole number from 1 to {MAX_LEDGER_PAGE}"),
+                )
+            })?,
+    };
+    let after = match req.query.get("ledger_cursor") {
+        None => 0,
+        Some(raw) => raw.parse::<u64>().map_err(|_| {
+            ApiError::bad(
+                "invalid_cursor",
+                "ledger_cursor is not one this API handed out",
+            )
+        })?,
+    };
     let record = own_execution(app, claims, id).await?;
     let events = app.backend.ledger().events(&record.id).await?;
-    let ledger: Vec<Value> = events.iter().map(event_json).collect();
+    let mut page = events.iter().filter(|e| e.seq > after);
+    let ledger: Vec<Value> = page.by_ref().take(limit as usize).map(event_json).collect();
+    let next = page.next().is_some().then(|| {
+        let last = ledger
+            .last()
+            .and_then(|e| e["seq"].as_u64())
+            .unwrap_or(after);
+        last.to_string()
+    });
     Ok(EdgeResponse::json(
         200,
-        json!({ "execution": execution_json(&record, &app.manifest), "ledger": ledger }),
+        json!({
+            "execution": execution_json(&record, &app.manifest),
+            "ledger": ledger,
+            "next_ledger_cursor": next,
+        }),
     ))
 }
 
@@ -672,10 +712,13 @@ async fn replay<B: Backend, T: ToolClient>(
         execution_id: new_id.clone(),
         stage,
         not_before,
+        wait: 0,
     };
     app.backend.queue().send(&message, now).await?;
     let queued = ExecutionChange {
         status: Some(ExecutionStatus::Queued),
+        // Restated so the sweeper's index places the run after its cooldown.
+        not_before: not_before.map(Some),
         ..ExecutionChange::default()
     };
     // The message is out: from here the replay runs whatever this write does. A conflict means
@@ -1846,6 +1889,44 @@ pipelines:
         assert_eq!(ledger[0]["kind"], "RECEIVED");
         assert_eq!(ledger[0]["at_ms"], T0);
         assert_eq!(ledger[0]["detail"]["payload"]["n"], 7);
+        assert_eq!(r.body["next_ledger_cursor"], Value::Null);
+
+        // The ledger pages: 4 more events, pages of 2.
+        for seq in 2..=5 {
+            let event = LedgerEvent {
+                execution_id: mine.id.clone(),
+                seq,
+                at: Timestamp::from_millis(T0),
+                kind: EventKind::Deferred,
+                stage: Some(0),
+                detail: json!({}),
+            };
+            f.app.backend.ledger().append(event).await.unwrap();
+        }
+        let mut seqs = Vec::new();
+        let mut cursor: Option<String> = None;
+        for _ in 0..5 {
+            let page_path = match &cursor {
+                None => format!("{path}?limit=2"),
+                Some(c) => format!("{path}?limit=2&ledger_cursor={c}"),
+            };
+            let r = f.call("GET", &page_path, Some("acme"), Value::Null).await;
+            assert_eq!(r.status, 200);
+            let ledger = r.body["ledger"].as_array().unwrap();
+            assert!(ledger.len() <= 2);
+            seqs.extend(ledger.iter().map(|e| e["seq"].as_u64().unwrap()));
+            cursor = r.body["next_ledger_cursor"].as_str().map(str::to_owned);
+            if cursor.is_none() {
+                break;
+            }
+        }
+        assert_eq!(seqs, [1, 2, 3, 4, 5]);
+        for bad in ["?limit=0", "?limit=501", "?ledger_cursor=x"] {
+            let r = f
+                .call("GET", &format!("{path}{bad}"), Some("acme"), Value::Null)
+                .await;
+            assert_eq!(r.status, 400, "{bad}");
+        }
 
         // Another tenant sees exactly what it would for an id that does not exist.
         let theirs = f.call("GET", &path, Some("globex"), Value::Null).await;
@@ -1933,7 +2014,8 @@ pipelines:
             [StageMessage {
                 execution_id: ExecutionId::parse(new_id.clone()).unwrap(),
                 stage: 0,
-                not_before: None
+                not_before: None,
+                wait: 0
             }]
         );
         // The original is untouched apart from its ledger.

@@ -51,14 +51,15 @@ use serde_json::{json, Value as Json};
 use crate::alerts::{Alert, AlertType};
 use crate::app::App;
 use crate::domain::connector::{
-    Admission, AdmissionRequest, BreakerState, DeferReason, KillSwitch,
+    Admission, AdmissionRequest, AdmissionTicket, BreakerSignal, BreakerState, DeferReason,
+    KillSwitch,
 };
 use crate::domain::execution::{
     ExecutionChange, ExecutionRecord, ExecutionStatus, LeaseOutcome, UpdateOutcome,
 };
 use crate::domain::ids::{ExecutionId, HolderId};
 use crate::domain::ledger::{AppendOutcome, EventKind, LedgerEvent};
-use crate::domain::retry::RetryDecision;
+use crate::domain::retry::{jitter_of, DeferBackoff, RetryDecision, BREAKER_SPREAD_SECS};
 use crate::domain::semaphore::{AcquireOutcome, SemaphoreKey};
 use crate::domain::time::Timestamp;
 use crate::domain::tool::{ToolFailure, ToolOutcome, ToolRequest};
@@ -418,7 +419,8 @@ async fn run<B: Backend, T: ToolClient>(
     let id = &message.execution_id;
     let now = app.clock.now();
     if let Some(not_before) = message.not_before.filter(|nb| *nb > now) {
-        send_copy(app, id, message.stage, not_before).await?;
+        // A delay chained past SQS's 900 s: the wait number travels on unchanged.
+        send_copy(app, id, message.stage, not_before, message.wait).await?;
         return Ok(Disposition::Deferred {
             reason: DeferCause::NotBefore,
             until: not_before,
@@ -436,8 +438,8 @@ async fn run<B: Backend, T: ToolClient>(
         LeaseOutcome::NotFound => return Ok(skipped(SkipReason::NotFound)),
         LeaseOutcome::Finished(_) => return Ok(skipped(SkipReason::Finished)),
         LeaseOutcome::Held { expires_at, .. } => {
-            let until = expires_at.min(now.plus_secs(app.config.breaker.defer_secs));
-            send_copy(app, id, message.stage, until).await?;
+            let until = expires_at.min(backoff_until(app, message, DeferCause::LeaseHeld, now));
+            send_copy(app, id, message.stage, until, message.wait + 1).await?;
             return Ok(Disposition::Deferred {
                 reason: DeferCause::LeaseHeld,
                 until,
@@ -452,6 +454,7 @@ async fn run<B: Backend, T: ToolClient>(
         ledger: None,
         budget: *budget,
         called: false,
+        wait: message.wait,
     };
     let result = run.stage(message).await;
     if result.is_err() {
@@ -473,23 +476,48 @@ fn store(step: &'static str, id: &ExecutionId) -> impl FnOnce(StoreError) -> Exe
     }
 }
 
-/// Sends a copy of a stage message to run at `until`.
+/// Sends a copy of a stage message to run at `until`, as wait number `wait` of its episode.
 async fn send_copy<B: Backend, T: ToolClient>(
     app: &App<B, T>,
     id: &ExecutionId,
     stage: u32,
     until: Timestamp,
+    wait: u32,
 ) -> Result<(), ExecuteError> {
     let copy = StageMessage {
         execution_id: id.clone(),
         stage,
         not_before: Some(until),
+        wait,
     };
     app.backend
         .queue()
         .send(&copy, app.clock.now())
         .await
         .map_err(store("queue.send", id))
+}
+
+/// The jitter of wait `message.wait` of this stage of this execution (reproducible; see
+/// [`jitter_of`]).
+fn wait_jitter(message: &StageMessage, cause: DeferCause) -> f64 {
+    jitter_of(&[
+        message.execution_id.as_str().as_bytes(),
+        &message.stage.to_be_bytes(),
+        &message.wait.to_be_bytes(),
+        cause.as_str().as_bytes(),
+    ])
+}
+
+/// When a stage deferred by `cause` (not a breaker) at wait `message.wait` asks again: the
+/// full-jitter backoff of [`DeferBackoff`] over `BREAKER_DEFER_SECONDS`.
+fn backoff_until<B: Backend, T: ToolClient>(
+    app: &App<B, T>,
+    message: &StageMessage,
+    cause: DeferCause,
+    now: Timestamp,
+) -> Timestamp {
+    let backoff = DeferBackoff::new(app.config.breaker.defer_secs);
+    now.plus_secs(backoff.delay_secs(message.wait, wait_jitter(message, cause)))
 }
 
 /// What the executor reads from the ledger once per stage.
@@ -567,6 +595,8 @@ struct StageRun<'a, B: Backend, T: ToolClient> {
     /// The tool was called: from here on a failed append is retried in process (within the
     /// budget) before the message is given back, since a redelivery would call it again.
     called: bool,
+    /// The message's wait number: 0 opens a wait episode, more repeats one.
+    wait: u32,
 }
 
 impl<'a, B: Backend, T: ToolClient> StageRun<'a, B, T> {
@@ -603,28 +633,31 @@ impl<'a, B: Backend, T: ToolClient> StageRun<'a, B, T> {
             });
         }
 
-        // The run's first stage: take a pipeline slot of the source. It is held until the run
-        // ends (released at every terminal status) or its TTL runs out.
+        // The run's pipeline slot of its source: taken at the first stage and held until the
+        // run ends (released at every terminal status). Every later stage, and every poll of a
+        // wait, renews it (an acquire by its holder only moves its expiry), so a run longer
+        // than the slot TTL keeps it. A run that lost it anyway (it waited past the TTL and
+        // another run took the slot) waits for a slot again before it calls anything.
+        let key = SemaphoreKey::SourcePipelines(self.record.source.clone());
+        let acquired = app
+            .backend
+            .semaphores()
+            .acquire(
+                &key,
+                &pipeline_slot_holder(self.id()),
+                app.config.pipeline_concurrency_limit,
+                app.config.pipeline_concurrency_ttl_secs,
+                now,
+            )
+            .await
+            .map_err(store("semaphore.acquire", self.id()))?;
+        if let AcquireOutcome::Full { .. } = acquired {
+            let until = backoff_until(app, message, DeferCause::PipelineSlotsFull, now);
+            return self
+                .defer(DeferCause::PipelineSlotsFull, until, false)
+                .await;
+        }
         if self.record.status != ExecutionStatus::Running {
-            let key = SemaphoreKey::SourcePipelines(self.record.source.clone());
-            let acquired = app
-                .backend
-                .semaphores()
-                .acquire(
-                    &key,
-                    &pipeline_slot_holder(self.id()),
-                    app.config.pipeline_concurrency_limit,
-                    app.config.pipeline_concurrency_ttl_secs,
-                    now,
-                )
-                .await
-                .map_err(store("semaphore.acquire", self.id()))?;
-            if let AcquireOutcome::Full { .. } = acquired {
-                let until = now.plus_secs(app.config.breaker.defer_secs);
-                return self
-                    .defer(DeferCause::PipelineSlotsFull, until, false)
-                    .await;
-            }
             let running = ExecutionChange {
                 status: Some(ExecutionStatus::Running),
                 ..ExecutionChange::default()
@@ -634,43 +667,9 @@ impl<'a, B: Backend, T: ToolClient> StageRun<'a, B, T> {
             }
         }
 
-        // The call succeeded before, but the run stopped before it moved on (a crash between
-        // the ledger and the record): the side effect is not made twice.
-        let stage = self.record.stage;
-        if self.view().await?.tool_succeeded.contains(&stage) {
-            app.metrics.count(
-                telemetry::SIDE_EFFECT_SKIPPED,
-                &[("Connector", plan.stage.connector.as_str())],
-            );
-            tracing::info!(
-                stage = self.record.stage,
-                "tool call already succeeded; moving on without calling it again"
-            );
-            return self.succeed(&plan).await;
-        }
-
+        // Admission comes before the ledger is read: a poll that is deferred again reads
+        // nothing and appends nothing (see `defer`).
         let attempt = self.record.attempt_count + 1;
-        self.append(
-            EventKind::StageStarted,
-            json!({
-                "stage_name": plan.stage.name,
-                "connector": plan.stage.connector,
-                "tool": plan.stage.tool,
-                "attempt": attempt,
-                "worker": self.worker,
-            }),
-        )
-        .await?;
-
-        let request = match self.render(&plan).await? {
-            Ok(request) => request,
-            Err(error) => {
-                let reason = format!("template:{}", template_placeholder(&error));
-                let detail = json!({"error": error.to_string()});
-                return self.block(reason, self.record.attempt_count, detail).await;
-            }
-        };
-
         let admission = AdmissionRequest {
             connector: plan.stage.connector.clone(),
             tool: plan.stage.tool.clone(),
@@ -690,7 +689,23 @@ impl<'a, B: Backend, T: ToolClient> StageRun<'a, B, T> {
         {
             Admission::Admitted(ticket) => ticket,
             Admission::Deferred { until, reason } => {
-                return self.defer(reason.into(), until, true).await;
+                let cause = DeferCause::from(reason);
+                let until = match reason {
+                    // Every waiter of an open breaker would come back at `open_until` at once:
+                    // spread them over a window after it.
+                    // The window is the cooldown itself when shorter than 60 s.
+                    DeferReason::BreakerOpen => DeferBackoff {
+                        spread_secs: BREAKER_SPREAD_SECS
+                            .min(admission.settings.cooldown_secs)
+                            .max(1),
+                        ..DeferBackoff::new(app.config.breaker.defer_secs)
+                    }
+                    .after_open(until, wait_jitter(message, cause)),
+                    DeferReason::ProbeInFlight | DeferReason::SlotsFull => {
+                        backoff_until(app, message, cause, now)
+                    }
+                };
+                return self.defer(cause, until, true).await;
             }
             Admission::Refused(switch) => {
                 app.metrics.count(
@@ -700,6 +715,57 @@ impl<'a, B: Backend, T: ToolClient> StageRun<'a, B, T> {
                 return self.kill_switch(switch).await;
             }
         };
+
+        // The call succeeded before, but the run stopped before it moved on (a crash between
+        // the ledger and the record): the side effect is not made twice.
+        let stage = self.record.stage;
+        let already = match self.view().await {
+            Ok(view) => view.tool_succeeded.contains(&stage),
+            Err(error) => {
+                self.unused(&ticket, &admission).await;
+                return Err(error);
+            }
+        };
+        if already {
+            self.unused(&ticket, &admission).await;
+            app.metrics.count(
+                telemetry::SIDE_EFFECT_SKIPPED,
+                &[("Connector", plan.stage.connector.as_str())],
+            );
+            tracing::info!(
+                stage = self.record.stage,
+                "tool call already succeeded; moving on without calling it again"
+            );
+            return self.succeed(&plan).await;
+        }
+
+        let request = match self.render(&plan).await {
+            Ok(Ok(request)) => request,
+            Ok(Err(error)) => {
+                self.unused(&ticket, &admission).await;
+                let reason = format!("template:{}", template_placeholder(&error));
+                let detail = json!({"error": error.to_string()});
+                return self.block(reason, self.record.attempt_count, detail).await;
+            }
+            Err(error) => {
+                self.unused(&ticket, &admission).await;
+                return Err(error);
+            }
+        };
+
+        // The stage really starts now: admitted, inputs rendered.
+        self.append(
+            EventKind::StageStarted,
+            json!({
+                "stage_name": plan.stage.name,
+                "connector": plan.stage.connector,
+                "tool": plan.stage.tool,
+                "attempt": attempt,
+                "worker": self.worker,
+                "waits": self.wait,
+            }),
+        )
+        .await?;
 
         // The stage was started with room for the whole call; if the writes before it took more
         // than their reserve, the call is cut short rather than cut off by the deadline (a
@@ -964,7 +1030,7 @@ impl<'a, B: Backend, T: ToolClient> StageRun<'a, B, T> {
                 if !self.write(change).await? {
                     return Ok(skipped(SkipReason::LeaseLost));
                 }
-                send_copy(app, &self.record.id, self.record.stage, until).await?;
+                send_copy(app, &self.record.id, self.record.stage, until, 0).await?;
                 app.metrics.count(
                     telemetry::RETRIES,
                     &[("Pipeline", self.record.pipeline.as_str())],
@@ -1015,6 +1081,7 @@ impl<'a, B: Backend, T: ToolClient> StageRun<'a, B, T> {
             execution_id: self.record.id.clone(),
             stage: next,
             not_before: None,
+            wait: 0,
         };
         self.app
             .backend
@@ -1082,14 +1149,18 @@ impl<'a, B: Backend, T: ToolClient> StageRun<'a, B, T> {
     }
 
     /// Puts the stage off without spending an attempt: (ledger DEFERRED,) lease released, a
-    /// copy of the message sent to run at `until`.
+    /// copy of the message sent to run at `until` as the next wait of the episode.
+    ///
+    /// A wait episode (the deferrals of one stage between two starts) writes at most one
+    /// ledger event: the DEFERRED of its first deferral (wait 0). Repeats (wait 1, 2, ...)
+    /// neither read nor write the ledger; their reason and time are in logs and metrics.
     async fn defer(
         &mut self,
         reason: DeferCause,
         until: Timestamp,
         in_ledger: bool,
     ) -> Result<Disposition, ExecuteError> {
-        if in_ledger {
+        if in_ledger && self.wait == 0 {
             self.append(
                 EventKind::Deferred,
                 json!({"reason": reason.as_str(), "until": until}),
@@ -1106,7 +1177,13 @@ impl<'a, B: Backend, T: ToolClient> StageRun<'a, B, T> {
         if !self.write(release).await? {
             return Ok(skipped(SkipReason::LeaseLost));
         }
-        send_copy(self.app, &self.record.id, self.record.stage, until).await?;
+        // A wait for a delay decided earlier does not grow the backoff.
+        let wait = if reason == DeferCause::NotBefore {
+            self.wait
+        } else {
+            self.wait.saturating_add(1)
+        };
+        send_copy(self.app, &self.record.id, self.record.stage, until, wait).await?;
         if reason.is_throttle() {
             self.app
                 .metrics
@@ -1131,6 +1208,32 @@ impl<'a, B: Backend, T: ToolClient> StageRun<'a, B, T> {
             alert = alert.with_connector(stage.connector.as_str());
         }
         self.app.alerts.raise(alert);
+    }
+
+    /// Hands back an admission that made no call. A closed-breaker slot is settled healthy
+    /// (the breaker does not move on a success in CLOSED); a probe is left to run out with
+    /// its timeout, since settling it either way would move the breaker with no evidence.
+    async fn unused(&self, ticket: &AdmissionTicket, admission: &AdmissionRequest) {
+        if ticket.probe {
+            return;
+        }
+        let settled = self
+            .app
+            .backend
+            .connectors()
+            .settle(
+                ticket,
+                BreakerSignal::Healthy,
+                &admission.settings,
+                self.app.clock.now(),
+            )
+            .await;
+        if let Err(error) = settled {
+            tracing::warn!(
+                error = %error,
+                "releasing an unused connector slot failed; it will run out with its TTL"
+            );
+        }
     }
 
     async fn release_and(&mut self, then: Disposition) -> Result<Disposition, ExecuteError> {
@@ -1707,6 +1810,7 @@ pipelines:
                 execution_id: id.clone(),
                 stage,
                 not_before,
+                wait: 0,
             };
             self.app
                 .backend
@@ -1793,6 +1897,7 @@ mod tests {
                 execution_id: id.clone(),
                 stage,
                 not_before,
+                wait: 0,
             },
             receipt: "injected".into(),
             receive_count: 1,
@@ -2097,6 +2202,14 @@ mod tests {
         ));
     }
 
+    /// The `until` of a deferral by `cause`; panics on anything else.
+    fn deferred(disposition: Disposition, cause: DeferCause) -> Timestamp {
+        match disposition {
+            Disposition::Deferred { reason, until } if reason == cause => until,
+            other => panic!("expected a deferral by {cause}, got {other:?}"),
+        }
+    }
+
     #[tokio::test]
     async fn an_open_breaker_defers_without_spending_an_attempt() {
         let h = Harness::with_config(vec![failed(500, None)], |c| {
@@ -2107,14 +2220,10 @@ mod tests {
         assert!(matches!(h.step().await, Disposition::RetryScheduled { .. }));
         assert_eq!(h.record(&first).await.attempt_count, 1);
 
-        let until = h.now().plus_secs(h.app.config.breaker.cooldown_secs);
-        assert_eq!(
-            h.step().await,
-            Disposition::Deferred {
-                reason: DeferCause::BreakerOpen,
-                until
-            }
-        );
+        let open_until = h.now().plus_secs(h.app.config.breaker.cooldown_secs);
+        let until = deferred(h.step().await, DeferCause::BreakerOpen);
+        // Spread over the window after `open_until`, never before it.
+        assert!(until >= open_until && until < open_until.plus_secs(BREAKER_SPREAD_SECS));
         let record = h.record(&second).await;
         assert_eq!(record.attempt_count, 0);
         assert_eq!(record.lease, None);
@@ -2139,19 +2248,198 @@ mod tests {
         );
     }
 
+    /// 300 runs behind a breaker that stays open for 10 minutes (memory backend, fake clock,
+    /// the real `run_batch` over the queue): each run writes at most one DEFERRED, the
+    /// connector item is written at most N / 10 times in any second after the arrival burst
+    /// (the waiters arrive over 60 s after `open_until`, two writes each), no
+    /// message is dead-lettered, the probe is taken exactly once, and all 300 succeed.
+    #[tokio::test]
+    async fn a_long_breaker_open_backlog_waits_within_its_bounds() {
+        const RUNS: usize = 300;
+        let h = Harness::with_config(vec![failed(500, None)], |c| {
+            c.breaker.failure_threshold = 1;
+            c.breaker.cooldown_secs = 600;
+            c.pipeline_concurrency_limit = 1_000;
+        });
+        let opener = h.seed_from("probe", "opener", json!({})).await;
+        assert!(matches!(h.step().await, Disposition::RetryScheduled { .. }));
+        let opened_at = h.now();
+        let mut ids = vec![opener];
+        for n in 0..RUNS - 1 {
+            ids.push(h.seed_from("probe", &format!("r{n}"), json!({})).await);
+        }
+        let queue = h.app.backend.queue();
+        let mut writes_per_second: Vec<(i64, usize)> = Vec::new();
+        for second in 0..2_000i64 {
+            let calls_before = h.tools.calls().len();
+            let mut connector_deferrals = 0;
+            loop {
+                let batch = queue.receive(10, 60, 0).await.unwrap();
+                if batch.is_empty() {
+                    break;
+                }
+                for (receipt, result) in run_batch(&h.app, &h.worker, batch).await {
+                    match result {
+                        Ok(Disposition::Deferred {
+                            reason:
+                                DeferCause::BreakerOpen
+                                | DeferCause::ProbeInFlight
+                                | DeferCause::ConnectorSlotsFull,
+                            ..
+                        }) => {
+                            connector_deferrals += 1;
+                            queue.ack(&receipt).await.unwrap();
+                        }
+                        Ok(_) => queue.ack(&receipt).await.unwrap(),
+                        Err(error) => {
+                            assert!(error.is_retryable(), "{error}");
+                            queue.retry_later(&receipt, 5).await.unwrap();
+                        }
+                    }
+                }
+            }
+            // An admission deferral is one write; a call is two (admit, settle).
+            let calls = h.tools.calls().len() - calls_before;
+            writes_per_second.push((second, connector_deferrals + 2 * calls));
+            if queue.is_empty() {
+                break;
+            }
+            h.clock.advance_secs(1);
+        }
+        assert!(queue.is_empty(), "the backlog drained");
+        assert!(queue.dead_letters().is_empty(), "nothing dead-lettered");
+        for id in &ids {
+            let record = h.record(id).await;
+            assert_eq!(record.status, ExecutionStatus::Succeeded, "{id}");
+            let kinds = h.kinds(id).await;
+            let deferred = kinds.iter().filter(|k| **k == EventKind::Deferred).count();
+            assert!(deferred <= 1, "{id}: {kinds:?}");
+            let started = kinds
+                .iter()
+                .filter(|k| **k == EventKind::StageStarted)
+                .count();
+            // The opener started twice (its failed call, then its retry); the others once.
+            assert!(started <= 2, "{id}: {kinds:?}");
+            // RECEIVED, DEFERRED, STAGE_STARTED, TOOL_CALLED, TOOL_SUCCEEDED, SUCCEEDED; the
+            // opener adds its failed attempt (STAGE_STARTED, TOOL_CALLED, TOOL_FAILED,
+            // RETRY_SCHEDULED).
+            let bound = if *id == ids[0] { 10 } else { 6 };
+            assert!(
+                kinds.len() <= bound,
+                "{id}: {} events: {kinds:?}",
+                kinds.len()
+            );
+        }
+        // The failed call, the probe, then every other run once: nothing called twice.
+        assert_eq!(h.tools.calls().len(), RUNS + 1);
+        let mut probes = 0;
+        for id in &ids {
+            probes += h
+                .events(id)
+                .await
+                .iter()
+                .filter(|e| e.kind == EventKind::ToolCalled && e.detail["probe"] == json!(true))
+                .count();
+        }
+        assert_eq!(probes, 1, "the first probe, exactly once");
+        let after_burst: Vec<_> = writes_per_second.iter().skip(1).collect();
+        let peak = after_burst.iter().map(|(_, n)| *n).max().unwrap_or(0);
+        let arrivals_start = opened_at.plus_secs(600);
+        eprintln!(
+            "connector item writes: peak {peak}/s after the burst, {} s in all, open until {arrivals_start:?}",
+            writes_per_second.len()
+        );
+        // Documented bound: N / 10 in any second (the arrivals after `open_until` average
+        // N / 60 a second, at most two writes each).
+        assert!(
+            peak <= RUNS / 10,
+            "peak {peak} writes/s: {writes_per_second:?}"
+        );
+    }
+
+    /// Limit 1, slot TTL 200 s, two runs; the first waits at its second stage (connector slots
+    /// taken elsewhere) for 1,000 s, five times the TTL. Its polls renew its slot, so the
+    /// second never starts (never RUNNING, never called) until the first ends, and the slot is
+    /// released exactly once.
+    #[tokio::test]
+    async fn a_run_longer_than_the_slot_ttl_keeps_its_pipeline_slot() {
+        let h = Harness::with_config(vec![], |c| {
+            c.pipeline_concurrency_limit = 1;
+            c.pipeline_concurrency_ttl_secs = 200;
+        });
+        let first = h.seed("r1", json!({"name": "Ada"})).await;
+        assert_eq!(h.step().await, Disposition::Advanced);
+        let second = h.seed("r2", json!({"name": "Bob"})).await;
+        // Two calls elsewhere hold both connector slots for 1,000 s.
+        let mut tickets = Vec::new();
+        for _ in 0..2 {
+            let req = AdmissionRequest {
+                connector: crm(),
+                tool: ToolName::parse("notify").unwrap(),
+                tenant: crate::domain::ids::TenantId::parse("other").unwrap(),
+                holder: HolderId::random(),
+                limit: 2,
+                slot_ttl_secs: 5_000,
+                settings: h.app.config.breaker,
+                now: h.now(),
+            };
+            match h.app.backend.connectors().admit(&req).await.unwrap() {
+                Admission::Admitted(ticket) => tickets.push(ticket),
+                other => panic!("{other:?}"),
+            }
+        }
+        let queue = h.app.backend.queue();
+        let mut first_waits = 0;
+        for second_of_run in 0..1_300i64 {
+            if second_of_run == 1_000 {
+                for ticket in &tickets {
+                    let settings = h.app.config.breaker;
+                    let connectors = h.app.backend.connectors();
+                    connectors
+                        .settle(ticket, BreakerSignal::Healthy, &settings, h.now())
+                        .await
+                        .unwrap();
+                }
+            }
+            while let Some(received) = h.receive().await {
+                let outcome = run_message(&h.app, &received, &h.worker).await.unwrap();
+                if received.message.execution_id == first {
+                    first_waits += usize::from(matches!(outcome, Disposition::Deferred { .. }));
+                }
+                queue.ack(&received.receipt).await.unwrap();
+                let (a, b) = (h.record(&first).await, h.record(&second).await);
+                assert!(pipeline_slots(&h).await <= 1);
+                if !a.status.is_terminal() {
+                    assert_ne!(
+                        b.status,
+                        ExecutionStatus::Running,
+                        "both running at {second_of_run} s"
+                    );
+                }
+            }
+            h.clock.advance_secs(1);
+        }
+        assert!(first_waits >= 9, "the first run polled {first_waits} times");
+        assert_eq!(h.record(&first).await.status, ExecutionStatus::Succeeded);
+        assert_eq!(h.record(&second).await.status, ExecutionStatus::Succeeded);
+        // r1 stage 0, r1 stage 1, r2 stage 0, r2 stage 1.
+        assert_eq!(h.tools.calls().len(), 4);
+        assert_eq!(
+            pipeline_slots(&h).await,
+            0,
+            "released once per run, not below zero"
+        );
+        assert!(queue.is_empty());
+    }
+
     #[tokio::test]
     async fn full_pipeline_slots_defer_until_a_run_ends() {
         let h = Harness::with_config(vec![], |c| c.pipeline_concurrency_limit = 1);
         let first = h.seed("r1", json!({"name": "Ada"})).await;
         let second = h.seed("r2", json!({"name": "Bob"})).await;
         assert_eq!(h.step().await, Disposition::Advanced);
-        assert_eq!(
-            h.step().await,
-            Disposition::Deferred {
-                reason: DeferCause::PipelineSlotsFull,
-                until: h.now().plus_secs(5)
-            }
-        );
+        let until = deferred(h.step().await, DeferCause::PipelineSlotsFull);
+        assert!(until >= h.now().plus_secs(1) && until <= h.now().plus_secs(5));
         let waiting = h.record(&second).await;
         assert_eq!(waiting.status, ExecutionStatus::Queued);
         assert_eq!((waiting.attempt_count, waiting.lease), (0, None));
@@ -2182,13 +2470,8 @@ mod tests {
             let admitted = h.app.backend.connectors().admit(&req).await.unwrap();
             assert!(matches!(admitted, Admission::Admitted(_)));
         }
-        assert_eq!(
-            h.step().await,
-            Disposition::Deferred {
-                reason: DeferCause::ConnectorSlotsFull,
-                until: h.now().plus_secs(5)
-            }
-        );
+        let until = deferred(h.step().await, DeferCause::ConnectorSlotsFull);
+        assert!(until >= h.now().plus_secs(1) && until <= h.now().plus_secs(5));
         assert_eq!(h.record(&id).await.attempt_count, 0);
         assert!(h.tools.calls().is_empty());
         assert_eq!(h.kinds(&id).await.last(), Some(&EventKind::Deferred));
@@ -2273,13 +2556,8 @@ mod tests {
             .unwrap();
         let version = h.record(&id).await.version;
 
-        assert_eq!(
-            h.step().await,
-            Disposition::Deferred {
-                reason: DeferCause::LeaseHeld,
-                until: h.now().plus_secs(5)
-            }
-        );
+        let until = deferred(h.step().await, DeferCause::LeaseHeld);
+        assert!(until >= h.now().plus_secs(1) && until <= h.now().plus_secs(5));
         assert_eq!(h.record(&id).await.version, version, "nothing written");
         assert!(h.tools.calls().is_empty());
         assert_eq!(h.app.backend.queue.len(), 1, "the copy");

@@ -510,6 +510,7 @@ async fn record<B: Backend, T: ToolClient>(
                 execution_id: execution.id.clone(),
                 stage: 0,
                 not_before: None,
+                wait: 0,
             };
             backend.queue().send(&message, now).await?;
             return Ok(Accepted::Queued {
@@ -660,12 +661,15 @@ async fn step_by_step<B: Backend, T: ToolClient>(
         execution_id: execution.id.clone(),
         stage: 0,
         not_before,
+        wait: 0,
     };
     backend.queue().send(&message, now).await?;
 
     // The work is on the queue: from here on, failures are logged, not answered.
     let queued = ExecutionChange {
         status: Some(ExecutionStatus::Queued),
+        // Restated so the sweeper's index places the run after its delay.
+        not_before: not_before.map(Some),
         ..ExecutionChange::default()
     };
     match backend
@@ -1085,7 +1089,8 @@ pipelines:
             StageMessage {
                 execution_id: execution_id.clone(),
                 stage: 0,
-                not_before: None
+                not_before: None,
+                wait: 0
             }
         );
 

@@ -247,8 +247,10 @@ async fn requeue<B: Backend, T: ToolClient>(
     record: ExecutionRecord,
     action: Action,
 ) -> Result<bool, StepError> {
+    // `not_before` is restated so that the index keeps the run's sweep position.
     let change = ExecutionChange {
         release_lease: true,
+        not_before: Some(record.not_before),
         ..ExecutionChange::default()
     };
     let Some(updated) = claim(app, &record, change, action).await? else {
@@ -282,6 +284,7 @@ async fn queue_received<B: Backend, T: ToolClient>(
     send(app, &record).await?;
     let change = ExecutionChange {
         status: Some(ExecutionStatus::Queued),
+        not_before: Some(record.not_before),
         ..ExecutionChange::default()
     };
     let Some(updated) = claim(app, &record, change, action).await? else {
@@ -347,6 +350,7 @@ async fn send<B: Backend, T: ToolClient>(
         execution_id: record.id.clone(),
         stage: record.stage,
         not_before: record.not_before,
+        wait: 0,
     };
     app.backend
         .queue()
@@ -423,6 +427,52 @@ mod tests {
             .await
             .unwrap();
         id
+    }
+
+    /// Records `run_key` QUEUED, as intake does, with `not_before`; its message is not sent.
+    async fn queued_without_message(
+        h: &Harness,
+        run_key: &str,
+        not_before: Option<Timestamp>,
+    ) -> ExecutionId {
+        let id = h.record_only("gh", run_key, json!({}), not_before).await;
+        let queued = ExecutionChange {
+            status: Some(ExecutionStatus::Queued),
+            not_before: not_before.map(Some),
+            ..ExecutionChange::default()
+        };
+        let executions = h.app.backend.executions();
+        executions.update(&id, 1, queued, h.now()).await.unwrap();
+        id
+    }
+
+    /// 1,000 runs rate-delayed by an hour, written before a QUEUED run whose message was lost:
+    /// the first sweep past the grace requeues the lost run (they used to fill the 100 places
+    /// of every sweep until their delay ran out).
+    #[tokio::test]
+    async fn runs_waiting_on_not_before_do_not_starve_a_lost_run() {
+        let h = Harness::new(vec![]);
+        let later = h.now().plus_secs(3_600);
+        for n in 0..1_000 {
+            queued_without_message(&h, &format!("delayed{n}"), Some(later)).await;
+        }
+        h.clock.advance_secs(1);
+        let lost = queued_without_message(&h, "lost", None).await;
+        h.clock.advance_secs(QUEUED_GRACE_SECS + 100);
+
+        let report = sweep(&h.app).await.unwrap();
+        assert_eq!((report.inspected, report.requeued), (1, 1), "{report:?}");
+        assert!(!report.truncated);
+        let message = h.receive().await.expect("requeued");
+        assert_eq!(message.message.execution_id, lost);
+        assert_eq!(
+            h.kinds(&lost).await.last(),
+            Some(&EventKind::RecoveryRequeued)
+        );
+        // The delayed runs come up once their delay (and the grace) ran out.
+        h.clock.advance_secs(3_600);
+        let report = sweep(&h.app).await.unwrap();
+        assert_eq!(report.inspected, SWEEP_LIMIT);
     }
 
     #[tokio::test]

@@ -232,6 +232,53 @@ pub async fn run<St: ExecutionStore>(store: &St) {
     assert_eq!(r.not_before, Some(now.plus_secs(900)));
 }
 
+/// The sweeper's view is ordered by the sweep position, max(last write, `not_before`): 1,000
+/// QUEUED runs delayed an hour, written before one QUEUED run that waits on nothing, never
+/// fill `stale`'s places; the lost run is the only one listed past its grace. An update that
+/// sets a later `not_before` moves a run out of the view; one that leaves `not_before` alone
+/// keeps it at its own time (listed, never missed).
+pub async fn run_sweep_position<St: ExecutionStore>(store: &St) {
+    let now = t0();
+    let queued = |nb: Option<Timestamp>| ExecutionChange {
+        status: Some(S::Queued),
+        not_before: Some(nb),
+        ..ExecutionChange::default()
+    };
+    let later = now.plus_secs(3_600);
+    for n in 0..1_000 {
+        let id = create_at(store, new_random("acme", n), now).await;
+        change_at(store, &id, queued(Some(later)), now).await;
+    }
+    let lost = create_at(store, new_random("acme", 5_000), now).await;
+    change_at(store, &lost, queued(None), now.plus_secs(1)).await;
+    let past_grace = now.plus_secs(400);
+    expect_stale(store, S::Queued, past_grace, 100, &[&lost]).await;
+
+    // A later not_before moves the lost run out; a change without one brings it back.
+    change_at(
+        store,
+        &lost,
+        queued(Some(later.plus_secs(1))),
+        now.plus_secs(2),
+    )
+    .await;
+    expect_stale(store, S::Queued, past_grace, 100, &[]).await;
+    let plain = ExecutionChange::default();
+    change_at(store, &lost, plain, now.plus_secs(3)).await;
+    expect_stale(store, S::Queued, past_grace, 100, &[&lost]).await;
+
+    // Past the delay the delayed runs are listed, oldest position first, 100 at most.
+    let found = store
+        .stale(S::Queued, later.plus_secs(400), 100)
+        .await
+        .expect("stale");
+    assert_eq!(found.len(), 100);
+    assert_eq!(
+        found[0].id, lost,
+        "its position is its last write, before the delay"
+    );
+}
+
 /// An execution of `tenant` with a fresh random id (so several share a table).
 fn new_random(tenant: &str, n: u32) -> NewExecution {
     let mut new = new_exec(tenant);

@@ -30,6 +30,7 @@ pub async fn run<Q: StageQueue>(queue: &Q) {
         execution_id: ExecutionId::random(),
         stage: 2,
         not_before: None,
+        wait: 0,
     };
 
     queue.send(&msg, clock.now()).await.expect("send");

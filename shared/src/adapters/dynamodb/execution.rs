@@ -98,7 +98,7 @@ impl ExecutionItem {
             gsi1sk: keys::gsi1_sk(record.created_at, &record.id),
             gsi2pk: (!record.status.is_terminal()).then(|| keys::gsi2_pk(record.status)),
             gsi2sk: (!record.status.is_terminal())
-                .then(|| keys::gsi2_sk(record.updated_at, &record.id)),
+                .then(|| keys::gsi2_sk(record.sweep_position(), &record.id)),
         }
     }
 
@@ -374,6 +374,11 @@ impl ExecutionStore for DynamoExecutionStore {
             let value = x.str(to.as_str());
             x.set(STATUS, value);
         }
+        // The gsi2 position is `idle_since` = max(last write, not_before). The write knows
+        // `not_before` only when it sets it; otherwise it assumes none in the future (now), an
+        // instant never later than the truth, so the sweeper may see a waiting run early
+        // (and skip it) but never misses one.
+        let idle_since = change.sweep_position(now);
         // Keeps gsi2 in step in the same write: a terminal status leaves the index; otherwise
         // the item sits under its (new) status at its new last-write position. A change
         // without a status only moves the position: on a finished execution (no gsi2pk) that
@@ -384,13 +389,15 @@ impl ExecutionStore for DynamoExecutionStore {
                 x.remove(GSI2SK);
             }
             Some(to) => {
-                let (by_status, position) =
-                    (x.str(keys::gsi2_pk(to)), x.str(keys::gsi2_sk(now, id)));
+                let (by_status, position) = (
+                    x.str(keys::gsi2_pk(to)),
+                    x.str(keys::gsi2_sk(idle_since, id)),
+                );
                 x.set(GSI2PK, by_status);
                 x.set(GSI2SK, position);
             }
             None => {
-                let position = x.str(keys::gsi2_sk(now, id));
+                let position = x.str(keys::gsi2_sk(idle_since, id));
                 x.set(GSI2SK, position);
             }
         }

@@ -21,6 +21,10 @@ use crate::ports::{
 #[derive(Debug, Clone, Default)]
 pub struct MemoryExecutionStore {
     pub(super) records: Arc<Mutex<HashMap<ExecutionId, ExecutionRecord>>>,
+    /// The sweep position each write set, as the DynamoDB adapter's `gsi2sk` (see
+    /// [`ExecutionChange::sweep_position`]); a record written by another memory adapter
+    /// (intake) has none here and sorts by its [`ExecutionRecord::sweep_position`].
+    positions: Arc<Mutex<HashMap<ExecutionId, Timestamp>>>,
 }
 
 impl MemoryExecutionStore {
@@ -38,6 +42,7 @@ impl ExecutionStore for MemoryExecutionStore {
         }
         let record = new.into_record(now);
         records.insert(record.id.clone(), record.clone());
+        lock(&self.positions).insert(record.id.clone(), record.sweep_position());
         Ok(CreateOutcome::Created(record))
     }
 
@@ -73,6 +78,7 @@ impl ExecutionStore for MemoryExecutionStore {
         });
         record.version += 1;
         record.updated_at = now;
+        lock(&self.positions).insert(id.clone(), now);
         Ok(LeaseOutcome::Acquired(record.clone()))
     }
 
@@ -92,6 +98,7 @@ impl ExecutionStore for MemoryExecutionStore {
             return Ok(refused);
         }
         record.apply(&change, now);
+        lock(&self.positions).insert(id.clone(), change.sweep_position(now));
         Ok(UpdateOutcome::Updated(record.clone()))
     }
 
@@ -165,12 +172,19 @@ impl ExecutionStore for MemoryExecutionStore {
             });
         }
         let records = lock(&self.records);
+        let positions = lock(&self.positions);
+        let position = |r: &ExecutionRecord| {
+            positions
+                .get(&r.id)
+                .copied()
+                .unwrap_or_else(|| r.sweep_position())
+        };
         let mut found: Vec<ExecutionRecord> = records
             .values()
-            .filter(|r| r.status == status && r.updated_at < updated_before)
+            .filter(|r| r.status == status && position(r) < updated_before)
             .cloned()
             .collect();
-        found.sort_by_key(|r| (r.updated_at, r.id.clone()));
+        found.sort_by_key(|r| (position(r), r.id.clone()));
         found.truncate(limit as usize);
         Ok(found)
     }

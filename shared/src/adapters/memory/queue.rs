@@ -281,6 +281,7 @@ mod tests {
             execution_id: ExecutionId::random(),
             stage: 1,
             not_before,
+            wait: 0,
         }
     }
 
