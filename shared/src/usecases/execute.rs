@@ -3,8 +3,9 @@
 //! For each message [`run_message`] takes the execution lease, (on the run's first stage) a
 //! per-source pipeline slot, renders the stage's tool call, passes it through connector
 //! admission (kill switches, breaker, connector slots), calls the tool with
-//! `Idempotency-Key: {execution_id}:{stage}`, settles, appends ledger events, and then advances
-//! to the next stage, finishes the run, schedules a retry with backoff, or blocks it.
+//! `Idempotency-Key: {execution_id}:{stage}` (`{stage}`: the 0-based stage index), settles,
+//! appends ledger events, and then advances to the next stage, finishes the run, schedules a
+//! retry with backoff, or blocks it.
 //!
 //! # Who deletes the message
 //!
