@@ -59,7 +59,7 @@
 //! without its payload: if intake dies between the two, what is left is an event no execution
 //! points to (harmless), never a run the executor cannot render. A delivery that joins an
 //! existing run (same run key) finds seq 1 taken, writes nothing there, and finds the
-//! execution existing: it answers 202 `accepted` and queues no message. An execution's
+//! execution existing: it answers 202 `joined` with that execution's id and queues no message. An execution's
 //! payload is thus the first payload recorded for its run key.
 //!
 //! # Payload size
@@ -150,8 +150,8 @@ pub enum Accepted {
     },
     /// This delivery id was taken before: 200 `duplicate`.
     Duplicate { execution_id: ExecutionId },
-    /// A new delivery for a run key that already has an execution: 202 `accepted`, no new
-    /// message.
+    /// A new delivery for a run key that already has an execution: 202 `joined` (the existing
+    /// execution id), no new message.
     Joined { execution_id: ExecutionId },
 }
 
@@ -188,8 +188,11 @@ impl Accepted {
     pub fn into_response(self) -> EdgeResponse {
         let status = self.status();
         let body = match self {
-            Accepted::Queued { execution_id } | Accepted::Joined { execution_id } => {
+            Accepted::Queued { execution_id } => {
                 json!({ "execution_id": execution_id, "status": "accepted" })
+            }
+            Accepted::Joined { execution_id } => {
+                json!({ "execution_id": execution_id, "status": "joined" })
             }
             Accepted::Delayed {
                 execution_id,
@@ -1162,7 +1165,7 @@ pipelines:
         assert_eq!(second.status, 202, "{second:?}");
         assert_eq!(
             second.body,
-            json!({"execution_id": exec_id(&first), "status": "accepted"})
+            json!({"execution_id": exec_id(&first), "status": "joined"})
         );
         assert_eq!(app.backend.queue.len(), 1, "no second message");
         let events = app.backend.ledger.events(&exec_id(&first)).await.unwrap();
