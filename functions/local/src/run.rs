@@ -494,7 +494,7 @@ mod tests {
         let doc = include_str!("../../../docs/configuration.md");
         let flags: Vec<&str> = USAGE
             .lines()
-            .filter_map(|l| l.trim_start().split_whitespace().next())
+            .filter_map(|l| l.split_whitespace().next())
             .filter(|w| w.starts_with("--") && *w != "--help")
             .map(|w| w.trim_end_matches(','))
             .collect();
