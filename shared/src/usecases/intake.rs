@@ -3,6 +3,8 @@
 //!
 //! # Checks (no I/O: a rejected request stores and queues nothing)
 //!
+//! 0. The headers total at most `edge::MAX_HEADER_BYTES` (16 KiB), else 431
+//!    `headers_too_large`.
 //! 1. The source is declared in the manifest, else 404 `unknown_source`.
 //! 2. The raw body is at most the source's `max_body_bytes`, else 413 `payload_too_large`
 //!    (before the signature, so an oversize body costs no HMAC).
@@ -294,6 +296,12 @@ impl IntakeError {
 /// webhook path 405 `method_not_allowed`.
 #[tracing::instrument(skip_all, fields(method = %req.method))]
 pub async fn handle<B: Backend, T: ToolClient>(app: &App<B, T>, req: EdgeRequest) -> EdgeResponse {
+    let header_bytes =
+        crate::edge::header_bytes(req.headers.iter().map(|(k, v)| (k.as_str(), v.as_bytes())));
+    if let Some(refused) = crate::edge::refuse_large_headers(header_bytes) {
+        tracing::info!(path = %req.path, outcome = "headers_too_large", header_bytes, "webhook refused");
+        return refused;
+    }
     let source = match route(&req.method, &req.path) {
         Ok(source) => source,
         Err(refused) => {
@@ -1148,6 +1156,19 @@ pipelines:
         let deduped: Value = serde_json::from_str(&lines[1]).unwrap();
         assert_eq!(deduped["webhook_deduped_total"], json!(1.0));
         assert_eq!(deduped["Source"], json!("gh"));
+    }
+
+    #[tokio::test]
+    async fn a_200_kb_header_is_refused_with_431_and_stores_nothing() {
+        let (app, _) = setup();
+        let mut request = github("gh", "d-1", push("acme/app", "abc"));
+        request
+            .headers
+            .insert("x-padding".into(), "a".repeat(200 * 1024));
+        let refused = handle(&app, request).await;
+        assert_eq!(refused.status, 431, "{refused:?}");
+        assert_eq!(refused.body["error"]["code"], json!("headers_too_large"));
+        assert!(app.backend.queue.is_empty());
     }
 
     #[tokio::test]
