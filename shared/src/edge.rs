@@ -3,6 +3,10 @@
 //! these types, so routing, validation and error shapes are written once.
 //!
 //! Every error answers `{"error": {"code": "...", "message": "..."}}`.
+//!
+//! A request whose headers (names plus values, summed) exceed [`MAX_HEADER_BYTES`] is refused
+//! with 431 `headers_too_large` before anything reads it: intake checks it for the webhook
+//! route, the local server for every route.
 
 use std::collections::BTreeMap;
 
@@ -53,5 +57,44 @@ impl EdgeResponse {
             status,
             body: json!({ "error": { "code": code, "message": message } }),
         }
+    }
+}
+
+/// The most header bytes (every name and value, summed) a request may carry: 16 KiB.
+pub const MAX_HEADER_BYTES: usize = 16 * 1024;
+
+/// The size [`MAX_HEADER_BYTES`] limits: the sum of every header name's and value's length.
+pub fn header_bytes<'a>(headers: impl IntoIterator<Item = (&'a str, &'a [u8])>) -> usize {
+    headers
+        .into_iter()
+        .map(|(name, value)| name.len() + value.len())
+        .sum()
+}
+
+/// The 431 `headers_too_large` refusal when `total` header bytes exceed [`MAX_HEADER_BYTES`].
+pub fn refuse_large_headers(total: usize) -> Option<EdgeResponse> {
+    (total > MAX_HEADER_BYTES).then(|| {
+        EdgeResponse::error(
+            431,
+            "headers_too_large",
+            format!(
+                "the request headers are {total} bytes, more than the {MAX_HEADER_BYTES} allowed"
+            ),
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn headers_over_the_limit_are_a_431() {
+        let at_limit = header_bytes([("x-a", vec![b'v'; MAX_HEADER_BYTES - 3].as_slice())]);
+        assert_eq!(at_limit, MAX_HEADER_BYTES);
+        assert_eq!(refuse_large_headers(at_limit), None);
+        let refusal = refuse_large_headers(200 * 1024).expect("refused");
+        assert_eq!(refusal.status, 431);
+        assert_eq!(refusal.body["error"]["code"], "headers_too_large");
     }
 }

@@ -109,7 +109,7 @@ async fn requests_per_intake_outcome() {
     let mut other_event = push("acme/app", "a1");
     other_event["action"] = json!("synchronize");
     let (status, outcome, joined) = deliver(&app, &counter, "d-2", &other_event).await;
-    assert_eq!((status, outcome.as_str()), (202, "accepted"));
+    assert_eq!((status, outcome.as_str()), (202, "joined"));
     assert_eq!(
         joined,
         BTreeMap::from([

@@ -490,6 +490,26 @@ mod tests {
     }
 
     #[test]
+    fn every_flag_of_the_usage_is_in_the_configuration_doc() {
+        let doc = include_str!("../../../docs/configuration.md");
+        let flags: Vec<&str> = USAGE
+            .lines()
+            .filter_map(|l| l.split_whitespace().next())
+            .filter(|w| w.starts_with("--") && *w != "--help")
+            .map(|w| w.trim_end_matches(','))
+            .collect();
+        assert!(flags.len() >= 8, "{flags:?}");
+        let missing: Vec<_> = flags
+            .iter()
+            .filter(|f| !doc.contains(&format!("`{f}")))
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "flags missing from docs/configuration.md: {missing:?}"
+        );
+    }
+
+    #[test]
     fn defaults_and_flags() {
         assert_eq!(parse(&[]).unwrap(), Command::Run(Options::default()));
         let Command::Run(o) = parse(&[

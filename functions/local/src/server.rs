@@ -142,6 +142,15 @@ async fn method_not_allowed() -> Response {
 /// values that are not text are dropped), the query as a map, the body read up to `limit`.
 async fn edge_request(request: Request, limit: usize) -> Result<EdgeRequest, Response> {
     let (parts, body) = request.into_parts();
+    let header_bytes = sluice::edge::header_bytes(
+        parts
+            .headers
+            .iter()
+            .map(|(name, value)| (name.as_str(), value.as_bytes())),
+    );
+    if let Some(refused) = sluice::edge::refuse_large_headers(header_bytes) {
+        return Err(respond(refused));
+    }
     let query = match Query::<BTreeMap<String, String>>::try_from_uri(&parts.uri) {
         Ok(Query(query)) => query,
         Err(_) => {
@@ -241,6 +250,21 @@ mod tests {
         );
         assert_eq!(edge.body, b"{\"a\":1}");
         assert!(edge.claims.is_none());
+    }
+
+    #[tokio::test]
+    async fn a_200_kb_header_is_a_json_431() {
+        let request = Request::builder()
+            .method("POST")
+            .uri("/webhooks/x")
+            .header("x-big", "a".repeat(200 * 1024))
+            .body(Body::empty())
+            .unwrap();
+        let refusal = edge_request(request, 10).await.unwrap_err();
+        assert_eq!(
+            refusal.status(),
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
+        );
     }
 
     #[tokio::test]

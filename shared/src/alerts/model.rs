@@ -123,7 +123,8 @@ pub const MAX_ERROR_CODE_LEN: usize = 64;
 /// What an empty `error_code` becomes.
 pub const UNKNOWN_ERROR_CODE: &str = "unknown";
 
-/// `code` restricted to `[A-Za-z0-9_.:-]`: every other character becomes `_`, the result is cut
+/// `code` restricted to `[A-Za-z0-9_.:#-]` (`#` keeps a kill-switch target such as
+/// `kill_switch:connector#crm` equal to the run's `blocked_reason`): every other character becomes `_`, the result is cut
 /// to [`MAX_ERROR_CODE_LEN`] characters, and an empty code becomes [`UNKNOWN_ERROR_CODE`]. An
 /// error code is a label, never free text that might carry a message, a URL or a body.
 pub fn sanitize_error_code(code: &str) -> String {
@@ -131,7 +132,7 @@ pub fn sanitize_error_code(code: &str) -> String {
         .chars()
         .take(MAX_ERROR_CODE_LEN)
         .map(|c| {
-            if c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | ':' | '-') {
+            if c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | ':' | '#' | '-') {
                 c
             } else {
                 '_'
@@ -344,6 +345,10 @@ mod tests {
     #[test]
     fn error_codes_are_labels_only() {
         assert_eq!(sanitize_error_code("HTTP_503"), "HTTP_503");
+        assert_eq!(
+            sanitize_error_code("kill_switch:tool#crm#create"),
+            "kill_switch:tool#crm#create"
+        );
         assert_eq!(
             sanitize_error_code("tool:crm.create-1"),
             "tool:crm.create-1"

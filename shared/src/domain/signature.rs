@@ -101,8 +101,20 @@ pub enum SignatureError {
     Mismatch,
     /// The signature is valid but its timestamp is `age_secs` from now (negative: in the
     /// future), beyond `tolerance_secs`.
-    #[error("timestamp is {age_secs} s from now, beyond the {tolerance_secs} s tolerance")]
+    #[error(
+        "timestamp is {}, beyond the {tolerance_secs} s tolerance",
+        describe_age(*.age_secs)
+    )]
     Stale { age_secs: i64, tolerance_secs: i64 },
+}
+
+/// `age_secs` (positive: in the past) in words: "3600 s old" or "3600 s in the future".
+fn describe_age(age_secs: i64) -> String {
+    if age_secs < 0 {
+        format!("{} s in the future", age_secs.unsigned_abs())
+    } else {
+        format!("{age_secs} s old")
+    }
 }
 
 impl SignatureError {
@@ -466,6 +478,26 @@ mod tests {
         assert_eq!(
             verify(&stripe(), b"k", &h, b"payloaD", now()),
             Err(SignatureError::Mismatch)
+        );
+    }
+
+    #[test]
+    fn stale_message_says_old_or_future() {
+        let old = SignatureError::Stale {
+            age_secs: 3600,
+            tolerance_secs: 300,
+        };
+        assert_eq!(
+            old.to_string(),
+            "timestamp is 3600 s old, beyond the 300 s tolerance"
+        );
+        let future = SignatureError::Stale {
+            age_secs: -3600,
+            tolerance_secs: 300,
+        };
+        assert_eq!(
+            future.to_string(),
+            "timestamp is 3600 s in the future, beyond the 300 s tolerance"
         );
     }
 

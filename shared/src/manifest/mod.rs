@@ -9,7 +9,8 @@
 //! pipelines:    # ordered stages, each one tool call on a connector
 //! ```
 //!
-//! `infra/sluice.example.yaml` is a complete example.
+//! `infra/sluice.example.yaml` is a complete example; docs/manifest.md is the reference of
+//! every key (a test below fails when a raw field has no row there).
 
 mod error;
 mod locate;
@@ -164,5 +165,44 @@ mod tests {
         let missing = Manifest::load(&dir.join("absent.yaml")).unwrap_err();
         assert!(missing.message.starts_with("cannot read the manifest"));
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
+
+#[cfg(test)]
+mod docs_tests {
+    /// Every field name of the raw serde types (`pub name:` lines inside `struct Raw...`).
+    fn raw_fields() -> Vec<String> {
+        let mut fields = Vec::new();
+        let mut in_struct = false;
+        for line in include_str!("raw.rs").lines() {
+            let line = line.trim();
+            if line.starts_with("pub(super) struct Raw") {
+                in_struct = true;
+            } else if line == "}" {
+                in_struct = false;
+            } else if in_struct {
+                if let Some(rest) = line.strip_prefix("pub ") {
+                    if let Some((name, _)) = rest.split_once(':') {
+                        fields.push(name.trim().to_owned());
+                    }
+                }
+            }
+        }
+        fields
+    }
+
+    #[test]
+    fn every_manifest_key_is_documented() {
+        let fields = raw_fields();
+        assert!(fields.len() >= 30, "parsed too few fields: {fields:?}");
+        let doc = include_str!("../../../docs/manifest.md");
+        let missing: Vec<_> = fields
+            .iter()
+            .filter(|f| !doc.contains(&format!("| `{f}` |")))
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "manifest keys without a row in docs/manifest.md: {missing:?}"
+        );
     }
 }

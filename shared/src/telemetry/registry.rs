@@ -249,6 +249,35 @@ mod tests {
         assert_eq!(r.drain_points(10).len(), 1);
     }
 
+    /// The mapping docs/architecture.md "Observability" gives for copying alert rules.
+    #[test]
+    fn prometheus_names_follow_the_documented_mapping() {
+        use crate::telemetry::RUN_OUTCOMES;
+        let mut r = Registry::default();
+        r.observe(
+            &TOOL_ERROR,
+            &[("Connector", "crm")],
+            1.0,
+            Timestamp::from_millis(0),
+        );
+        r.observe(
+            &RUN_OUTCOMES,
+            &[("Outcome", "failed")],
+            1.0,
+            Timestamp::from_millis(0),
+        );
+        let text = r.prometheus();
+        assert!(
+            text.contains("sluice_tool_error_total{connector=\"crm\"} 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("sluice_pipeline_run_outcome_total{outcome=\"failed\"} 1\n"),
+            "{text}"
+        );
+        assert!(!text.contains("_total_total"), "{text}");
+    }
+
     #[test]
     fn label_values_are_escaped() {
         let mut r = Registry::default();

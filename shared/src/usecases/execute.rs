@@ -3,8 +3,9 @@
 //! For each message [`run_message`] takes the execution lease, (on the run's first stage) a
 //! per-source pipeline slot, renders the stage's tool call, passes it through connector
 //! admission (kill switches, breaker, connector slots), calls the tool with
-//! `Idempotency-Key: {execution_id}:{stage}`, settles, appends ledger events, and then advances
-//! to the next stage, finishes the run, schedules a retry with backoff, or blocks it.
+//! `Idempotency-Key: {execution_id}:{stage}` (`{stage}`: the 0-based stage index), settles,
+//! appends ledger events, and then advances to the next stage, finishes the run, schedules a
+//! retry with backoff, or blocks it.
 //!
 //! # Who deletes the message
 //!
@@ -1131,14 +1132,17 @@ impl<'a, B: Backend, T: ToolClient> StageRun<'a, B, T> {
         self.release_pipeline_slot().await;
         // Loop protection and policy stop a run on purpose (blocked); anything else is the
         // run's own failure (a non-retryable answer, a template or manifest error).
-        let alert_type = if reason == RETRIES_EXHAUSTED || reason.starts_with("kill_switch:") {
-            AlertType::RunBlocked
-        } else {
-            AlertType::RunFailed
-        };
+        // The metric's Outcome follows the alert: `blocked` with run.blocked, `failed` with
+        // run.failed (docs/runbook.md "Repeated blocking").
+        let (alert_type, outcome) =
+            if reason == RETRIES_EXHAUSTED || reason.starts_with("kill_switch:") {
+                (AlertType::RunBlocked, "blocked")
+            } else {
+                (AlertType::RunFailed, "failed")
+            };
         self.alert(alert_type, &reason);
         let metrics = &self.app.metrics;
-        metrics.count(telemetry::RUN_OUTCOMES, &[("Outcome", "blocked")]);
+        metrics.count(telemetry::RUN_OUTCOMES, &[("Outcome", outcome)]);
         if reason == RETRIES_EXHAUSTED {
             metrics.count(
                 telemetry::LOOP_BLOCKED,
@@ -2190,6 +2194,10 @@ mod tests {
         assert_eq!(h.tools.calls().len(), 1);
         assert_eq!(pipeline_slots(&h).await, 0);
         assert!(h.app.backend.queue.is_empty());
+        // A BLOCKED status, but the run's own failure: Outcome=failed, like its run.failed alert.
+        let outcomes = lines_of(&h, "pipeline_run_outcome_total");
+        assert_eq!(outcomes.len(), 1, "{outcomes:?}");
+        assert_eq!(outcomes[0]["Outcome"], json!("failed"));
     }
 
     #[tokio::test]
@@ -2513,6 +2521,9 @@ mod tests {
         assert_eq!(refused.len(), 1);
         assert_eq!(refused[0]["Connector"], json!("crm"));
         assert_eq!(pipeline_slots(&h).await, 0);
+        let outcomes = lines_of(&h, "pipeline_run_outcome_total");
+        assert_eq!(outcomes.len(), 1, "{outcomes:?}");
+        assert_eq!(outcomes[0]["Outcome"], json!("blocked"));
     }
 
     #[tokio::test]

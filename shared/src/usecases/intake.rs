@@ -3,6 +3,8 @@
 //!
 //! # Checks (no I/O: a rejected request stores and queues nothing)
 //!
+//! 0. The headers total at most `edge::MAX_HEADER_BYTES` (16 KiB), else 431
+//!    `headers_too_large`.
 //! 1. The source is declared in the manifest, else 404 `unknown_source`.
 //! 2. The raw body is at most the source's `max_body_bytes`, else 413 `payload_too_large`
 //!    (before the signature, so an oversize body costs no HMAC).
@@ -59,7 +61,7 @@
 //! without its payload: if intake dies between the two, what is left is an event no execution
 //! points to (harmless), never a run the executor cannot render. A delivery that joins an
 //! existing run (same run key) finds seq 1 taken, writes nothing there, and finds the
-//! execution existing: it answers 202 `accepted` and queues no message. An execution's
+//! execution existing: it answers 202 `joined` with that execution's id and queues no message. An execution's
 //! payload is thus the first payload recorded for its run key.
 //!
 //! # Payload size
@@ -150,8 +152,8 @@ pub enum Accepted {
     },
     /// This delivery id was taken before: 200 `duplicate`.
     Duplicate { execution_id: ExecutionId },
-    /// A new delivery for a run key that already has an execution: 202 `accepted`, no new
-    /// message.
+    /// A new delivery for a run key that already has an execution: 202 `joined` (the existing
+    /// execution id), no new message.
     Joined { execution_id: ExecutionId },
 }
 
@@ -188,8 +190,11 @@ impl Accepted {
     pub fn into_response(self) -> EdgeResponse {
         let status = self.status();
         let body = match self {
-            Accepted::Queued { execution_id } | Accepted::Joined { execution_id } => {
+            Accepted::Queued { execution_id } => {
                 json!({ "execution_id": execution_id, "status": "accepted" })
+            }
+            Accepted::Joined { execution_id } => {
+                json!({ "execution_id": execution_id, "status": "joined" })
             }
             Accepted::Delayed {
                 execution_id,
@@ -291,6 +296,12 @@ impl IntakeError {
 /// webhook path 405 `method_not_allowed`.
 #[tracing::instrument(skip_all, fields(method = %req.method))]
 pub async fn handle<B: Backend, T: ToolClient>(app: &App<B, T>, req: EdgeRequest) -> EdgeResponse {
+    let header_bytes =
+        crate::edge::header_bytes(req.headers.iter().map(|(k, v)| (k.as_str(), v.as_bytes())));
+    if let Some(refused) = crate::edge::refuse_large_headers(header_bytes) {
+        tracing::info!(path = %req.path, outcome = "headers_too_large", header_bytes, "webhook refused");
+        return refused;
+    }
     let source = match route(&req.method, &req.path) {
         Ok(source) => source,
         Err(refused) => {
@@ -1153,6 +1164,19 @@ pipelines:
     }
 
     #[tokio::test]
+    async fn a_200_kb_header_is_refused_with_431_and_stores_nothing() {
+        let (app, _) = setup();
+        let mut request = github("gh", "d-1", push("acme/app", "abc"));
+        request
+            .headers
+            .insert("x-padding".into(), "a".repeat(200 * 1024));
+        let refused = handle(&app, request).await;
+        assert_eq!(refused.status, 431, "{refused:?}");
+        assert_eq!(refused.body["error"]["code"], json!("headers_too_large"));
+        assert!(app.backend.queue.is_empty());
+    }
+
+    #[tokio::test]
     async fn a_second_delivery_of_a_run_key_joins_its_execution() {
         let (app, _) = setup();
         let first = handle(&app, github("gh", "d-1", push("acme/app", "abc"))).await;
@@ -1167,7 +1191,7 @@ pipelines:
         assert_eq!(second.status, 202, "{second:?}");
         assert_eq!(
             second.body,
-            json!({"execution_id": exec_id(&first), "status": "accepted"})
+            json!({"execution_id": exec_id(&first), "status": "joined"})
         );
         assert_eq!(app.backend.queue.len(), 1, "no second message");
         let events = app.backend.ledger.events(&exec_id(&first)).await.unwrap();
