@@ -53,6 +53,13 @@ pub async fn run<L: Ledger>(ledger: &L) {
     assert_eq!(outcome, AppendOutcome::SeqTaken(events[1].clone()));
     assert_eq!(ledger.events(&id).await.expect("events"), events);
 
+    // Resend after an applied write (the SDK resends when the answer was lost): the same event
+    // again finds itself, unchanged, which the executor counts as its own append.
+    let resent = events[2].clone();
+    let outcome = ledger.append(resent.clone()).await.expect("resend");
+    assert_eq!(outcome, AppendOutcome::SeqTaken(resent));
+    assert_eq!(ledger.events(&id).await.expect("events"), events);
+
     // Other executions' events stay out; an unknown execution has none.
     assert_eq!(ledger.events(&other).await.expect("events").len(), 1);
     assert!(ledger
