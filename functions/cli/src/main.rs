@@ -1,49 +1,24 @@
-//! `sluice`, the operator's command-line tool. So far one subcommand:
-//!
-//! `sluice validate <manifest>`: loads and validates a `sluice.yaml` offline, exactly as the
-//! functions do at start-up; prints each warning and either `ok` or the error (with the file and
-//! line the loader gives). Exit status: 0 valid, 1 invalid, 2 usage error (docs/runbook.md).
+//! `sluice`, the operator's command-line tool (see the library's docs and docs/runbook.md).
 
-use std::path::Path;
 use std::process::ExitCode;
 
-use sluice::manifest::Manifest;
-
-const USAGE: &str = "usage: sluice validate <manifest>";
-
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    match args.as_slice() {
-        [cmd, path] if cmd == "validate" => validate(Path::new(path)),
-        [flag] if flag == "-h" || flag == "--help" => {
-            println!("{USAGE}");
-            ExitCode::SUCCESS
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: could not start: {e}");
+            return ExitCode::from(3);
         }
-        _ => {
-            eprintln!("{USAGE}");
-            ExitCode::from(2)
-        }
-    }
-}
-
-fn validate(path: &Path) -> ExitCode {
-    match Manifest::load(path) {
-        Ok(manifest) => {
-            for warning in &manifest.warnings {
-                println!("warning: {warning}");
-            }
-            println!(
-                "ok: {} ({} source(s), {} connector(s), {} pipeline(s))",
-                path.display(),
-                manifest.sources.len(),
-                manifest.connectors.len(),
-                manifest.pipelines.len()
-            );
-            ExitCode::SUCCESS
-        }
-        Err(error) => {
-            eprintln!("error: {error}");
-            ExitCode::from(1)
-        }
-    }
+    };
+    let mut out = std::io::stdout().lock();
+    let mut err = std::io::stderr().lock();
+    let exit = runtime.block_on(sluice_cli::run_args(
+        std::env::args_os(),
+        &mut out,
+        &mut err,
+    ));
+    exit.into()
 }
